@@ -1,0 +1,272 @@
+"""Study configuration: a TOML file in ``studies/``, validated before anything runs.
+
+A config describes the whole pipeline (Extract -> Estimate -> Evolve) so that a study can be
+resumed, or joined by another worker, from the file alone. Paths inside the file are relative to
+the file. Validation follows scikit-learn's habit: one table of allowed keys and types, one error
+format (``ConfigError: <file>: <key>: <problem>``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = ["ConfigError", "StudyConfig", "TaskConfig", "load_config"]
+
+ESTIMATORS = ("naive", "pirt", "gpirt", "mpirt", "gmpirt", "gmpirt_star")
+EXTRACTORS = ("random", "irt_clusters")
+DIRECTIONS = ("maximize", "minimize")
+
+
+class ConfigError(ValueError):
+    """A study config is malformed; the message names the file and the key."""
+
+
+# Allowed keys per table: key -> (type or tuple of types, default). ``...`` marks a required key.
+_STUDY_KEYS: dict[str, tuple[Any, Any]] = {
+    "name": (str, ...),
+    "out_dir": (str, "runs/{name}"),
+    "storage": (str, None),
+    "n_trials": (int, 40),
+    "seed": (int, 0),
+    "timeout_s": ((int, float), None),
+}
+_SAMPLER_KEYS: dict[str, tuple[Any, Any]] = {
+    "name": (str, "nsga2"),
+    "population_size": (int, 8),
+    "seed_population": (bool, True),
+}
+_IRT_KEYS: dict[str, tuple[Any, Any]] = {
+    "n_dims": (int, 5),
+    "extraction": (str, "random"),
+    "lambda_constraint": (str, None),
+}
+_EVAL_KEYS: dict[str, tuple[Any, Any]] = {
+    "device": (str, "cpu"),
+    "dtype": (str, "float32"),
+    "quantization": (str, None),
+    "batch_size": (int, 32),
+}
+_TASK_KEYS: dict[str, tuple[Any, Any]] = {
+    "name": (str, ...),
+    "path": (str, ...),
+    "reference": (str, ...),
+    "n_items": (int, 20),
+    "estimator": (str, "gmpirt"),
+    "direction": (str, "maximize"),
+}
+_TOP_KEYS = ("study", "sampler", "merge", "irt", "evaluation", "tasks")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """One fitness task: its items, its reference population and how its fitness is estimated."""
+
+    name: str
+    path: Path
+    reference: Path
+    n_items: int = 20
+    estimator: str = "gmpirt"
+    direction: str = "maximize"
+
+
+@dataclass
+class StudyConfig:
+    """A validated study config. Build it with :func:`load_config` or :meth:`from_dict`."""
+
+    name: str
+    out_dir: Path
+    storage: str | None
+    n_trials: int
+    seed: int
+    timeout_s: float | None
+    sampler: dict[str, Any]
+    merge: dict[str, Any]
+    irt: dict[str, Any]
+    evaluation: dict[str, Any]
+    tasks: list[TaskConfig]
+    source: Path | None = None
+    text: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], root: Path, source: Path | None = None) -> StudyConfig:
+        """Validate a parsed config; relative paths are resolved against ``root``."""
+        where = str(source) if source else "<config>"
+        unknown = sorted(set(raw) - set(_TOP_KEYS))
+        if unknown:
+            raise ConfigError(f"{where}: unknown table(s) {unknown}; valid: {list(_TOP_KEYS)}")
+        study = _table(raw, "study", _STUDY_KEYS, where, required=True)
+        sampler = _table(raw, "sampler", _SAMPLER_KEYS, where)
+        irt = _table(raw, "irt", _IRT_KEYS, where)
+        evaluation = _table(raw, "evaluation", _EVAL_KEYS, where)
+        merge = raw.get("merge")
+        if not isinstance(merge, dict) or not merge:
+            raise ConfigError(f"{where}: [merge] table is required (method, base, endpoints)")
+        merge = _resolve_merge_paths(merge, root, where)
+        tasks = _tasks(raw.get("tasks"), root, where)
+        _check_choice(irt["extraction"], EXTRACTORS, where, "irt.extraction")
+        if study["n_trials"] < 1:
+            raise ConfigError(f"{where}: study.n_trials: must be >= 1, got {study['n_trials']}")
+        out_dir = Path(study["out_dir"].format(name=study["name"]))
+        return cls(
+            name=study["name"],
+            out_dir=out_dir if out_dir.is_absolute() else root / out_dir,
+            storage=study["storage"],
+            n_trials=study["n_trials"],
+            seed=study["seed"],
+            timeout_s=study["timeout_s"],
+            sampler=sampler,
+            merge=merge,
+            irt=irt,
+            evaluation=evaluation,
+            tasks=tasks,
+            source=source,
+            raw=raw,
+        )
+
+    @property
+    def directions(self) -> list[str]:
+        """One Optuna direction per task objective."""
+        return [t.direction for t in self.tasks]
+
+    def signature(self) -> dict[str, Any]:
+        """What must not change between resumes: search space, tasks, sampler, IRT setup.
+
+        ``n_trials``, storage and evaluation batch size may change freely.
+        """
+        return {
+            "merge": _jsonable(self.merge),
+            "tasks": [
+                {
+                    "name": t.name,
+                    "n_items": t.n_items,
+                    "estimator": t.estimator,
+                    "direction": t.direction,
+                    "items_sha": _file_sha(t.path),
+                }
+                for t in self.tasks
+            ],
+            "sampler": _jsonable(self.sampler),
+            "irt": _jsonable(self.irt),
+            "seed": self.seed,
+        }
+
+    def signature_hash(self) -> str:
+        """A short stable digest of :meth:`signature`."""
+        blob = json.dumps(self.signature(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study TOML file.
+
+    Raises:
+        ConfigError: the file is missing, is not valid TOML, or a key is missing or wrong.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    config = StudyConfig.from_dict(raw, path.resolve().parent, source=path)
+    config.text = text
+    return config
+
+
+def _table(raw: dict, name: str, spec: dict, where: str, required: bool = False) -> dict:
+    value = raw.get(name)
+    if value is None:
+        if required:
+            raise ConfigError(f"{where}: [{name}] table is required")
+        value = {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: {name}: expected a table, got {type(value).__name__}")
+    return _validated(value, spec, where, name)
+
+
+def _validated(value: dict, spec: dict, where: str, prefix: str) -> dict:
+    unknown = sorted(set(value) - set(spec))
+    if unknown:
+        raise ConfigError(f"{where}: {prefix}: unknown key(s) {unknown}; valid: {sorted(spec)}")
+    out = {}
+    for key, (types, default) in spec.items():
+        if key not in value:
+            if default is ...:
+                raise ConfigError(f"{where}: {prefix}.{key}: required key is missing")
+            out[key] = default
+            continue
+        item = value[key]
+        # bool is an int subclass: refuse ``n_trials = true``.
+        if not isinstance(item, types) or (isinstance(item, bool) and types is int):
+            expected = getattr(types, "__name__", None) or "/".join(t.__name__ for t in types)
+            raise ConfigError(
+                f"{where}: {prefix}.{key}: expected {expected}, got {type(item).__name__} {item!r}"
+            )
+        out[key] = item
+    return out
+
+
+def _check_choice(value: Any, choices: tuple[str, ...], where: str, key: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"{where}: {key}: {value!r} is not one of {list(choices)}")
+
+
+def _tasks(raw_tasks: Any, root: Path, where: str) -> list[TaskConfig]:
+    if not isinstance(raw_tasks, list) or not raw_tasks:
+        raise ConfigError(f"{where}: at least one [[tasks]] entry is required")
+    tasks = []
+    for i, raw in enumerate(raw_tasks):
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: tasks[{i}]: expected a table")
+        entry = _validated(raw, _TASK_KEYS, where, f"tasks[{i}]")
+        _check_choice(entry["estimator"], ESTIMATORS, where, f"tasks[{i}].estimator")
+        _check_choice(entry["direction"], DIRECTIONS, where, f"tasks[{i}].direction")
+        if entry["n_items"] < 1:
+            raise ConfigError(f"{where}: tasks[{i}].n_items: must be >= 1")
+        for key in ("path", "reference"):
+            entry[key] = _resolve(entry[key], root)
+            if not entry[key].exists():
+                raise ConfigError(f"{where}: tasks[{i}].{key}: file not found: {entry[key]}")
+        tasks.append(TaskConfig(**entry))
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: task names must be unique, got {names}")
+    return tasks
+
+
+def _resolve_merge_paths(merge: dict, root: Path, where: str) -> dict:
+    merge = dict(merge)
+    if "base" in merge and isinstance(merge["base"], str):
+        merge["base"] = str(_resolve(merge["base"], root))
+    endpoints = merge.get("endpoints")
+    if not isinstance(endpoints, dict) or len(endpoints) < 2:
+        raise ConfigError(f"{where}: merge.endpoints: a table of at least two name = path entries")
+    merge["endpoints"] = {k: str(_resolve(v, root)) for k, v in endpoints.items()}
+    return merge
+
+
+def _resolve(value: str, root: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (root / path).resolve()
+
+
+def _file_sha(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def _jsonable(value: Any) -> Any:
+    """Paths become their names so that moving the repo does not change a signature."""
+    return json.loads(json.dumps(value, default=str))
