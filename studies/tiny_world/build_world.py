@@ -98,12 +98,20 @@ def train_world(tokenizer, world_seed: int, steps_scale: float, keep_checkpoints
 
 
 def random_merges(states: dict, rng: np.random.Generator, n_ta: int, n_linear: int) -> dict:
-    """Random task-arithmetic and linear merges of the endpoints (reference population)."""
+    """Random task-arithmetic and linear merges of the endpoints (reference population).
+
+    Task-arithmetic weights are a Dirichlet split of a total drawn in [0.5, 1.5] over a random
+    pair or all three endpoints: uniform weights per endpoint put most merges where the summed
+    task vectors wreck the model (every task at 0%), which tells IRT nothing about the items.
+    """
     eps = [states[name] for name in ENDPOINTS]
     out = {}
     for i in range(n_ta):
-        w = rng.uniform(0.0, 1.4, size=len(ENDPOINTS))
-        w[rng.random(len(ENDPOINTS)) < 0.25] = 0.0  # some merges of two or one endpoints
+        active = np.ones(len(ENDPOINTS), dtype=bool)
+        if rng.random() < 0.5:  # a random pair of endpoints
+            active[int(rng.integers(len(ENDPOINTS)))] = False
+        w = np.zeros(len(ENDPOINTS))
+        w[active] = rng.dirichlet(np.ones(int(active.sum()))) * rng.uniform(0.5, 1.5)
         out[f"merge_ta{i:02d}_" + "_".join(f"{v:.2f}" for v in w)] = task_arithmetic(
             states["base"], eps, w.tolist()
         )
@@ -164,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     t_start = time.time()
     torch.set_num_threads(args.threads)
+    _quiet_transformers()
     out: Path = args.out
     scale = 0.05 if args.quick else 1.0
 
@@ -188,10 +197,10 @@ def main(argv: list[str] | None = None) -> None:
     world2 = train_world(tokenizer, args.seed + 1, scale, keep_checkpoints=False)
     rng = np.random.default_rng(args.seed + 7)
     population: dict[str, dict] = dict(states)
-    population.update(random_merges(states, rng, n_ta=24, n_linear=8))
+    population.update(random_merges(states, rng, n_ta=16, n_linear=4))
     for name, sd in world2["states"].items():
         population[f"world{args.seed + 1}_{name}"] = sd
-    for name, sd in random_merges(world2["states"], rng, n_ta=6, n_linear=0).items():
+    for name, sd in random_merges(world2["states"], rng, n_ta=12, n_linear=4).items():
         population[f"world{args.seed + 1}_{name}"] = sd
 
     log(f"scoring {len(population)} reference models on {len(tasks)} tasks")
@@ -246,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
         },
         "reference_population": {
             "n_models": len(population),
-            "models": list(population),
+            "models": {name: _kind(name) for name in population},
             "accuracy": {
                 name: {t: round(float(c[t].mean()), 4) for t in tasks}
                 for name, c in correct.items()
@@ -270,6 +279,19 @@ def main(argv: list[str] | None = None) -> None:
     log(f"done in {manifest['build_seconds']:.0f}s")
 
 
+def _kind(name: str) -> str:
+    """What a reference model is (lets users fit IRT on a chosen part of the population)."""
+    prefix = "other_world_" if name.startswith("world") else ""
+    name = name.split("_", 1)[1] if prefix else name
+    if name.startswith("merge_"):
+        return prefix + "merge"
+    if "_step" in name:
+        return prefix + ("base_checkpoint" if name.startswith("base") else "endpoint_checkpoint")
+    if "_data" in name:
+        return prefix + "endpoint_other_data_seed"
+    return prefix + ("base" if name == "base" else "endpoint")
+
+
 def _training_summary(name: str) -> str:
     if name == "base":
         return (
@@ -283,6 +305,14 @@ def _training_summary(name: str) -> str:
         "trivia_en": "English trivia (tools, workplaces, animal homes)",
     }[name]
     return f"from base, {FT_STEPS} steps, batch 64, lr {FT_LR}, answer-only loss; {data}"
+
+
+def _quiet_transformers() -> None:
+    """No per-file progress bars or warnings from transformers in the build log."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 if __name__ == "__main__":

