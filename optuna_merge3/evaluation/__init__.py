@@ -1,0 +1,33 @@
+"""Evaluation: tasks, batched greedy generation, scoring, language id, correctness cache.
+
+Importing this package is cheap: torch / transformers / fasttext load inside the functions.
+"""
+
+from ._cache import CorrectnessCache, model_fingerprint, task_fingerprint
+from ._evaluate import EvalResult, evaluate, render_prompt
+from ._generate import generate
+from ._langid import detect_language, is_language
+from ._scoring import SCORERS, extract_choice, extract_number, score_answer
+from ._task import GenerationConfig, Task, TaskItem, load_task
+from ._transfer import negative_transfer_rate
+
+__all__ = [
+    "SCORERS",
+    "CorrectnessCache",
+    "EvalResult",
+    "GenerationConfig",
+    "Task",
+    "TaskItem",
+    "detect_language",
+    "evaluate",
+    "extract_choice",
+    "extract_number",
+    "generate",
+    "is_language",
+    "load_task",
+    "model_fingerprint",
+    "negative_transfer_rate",
+    "render_prompt",
+    "score_answer",
+    "task_fingerprint",
+]

@@ -1,0 +1,101 @@
+"""Batched greedy generation with left padding, KV cache, stop strings and OOM back-off."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+_logger = logging.getLogger(__name__)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
+    cut = len(text)
+    for s in stop:
+        pos = text.find(s)
+        if s and pos != -1:
+            cut = min(cut, pos)
+    return text[:cut]
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    max_new_tokens: int,
+    stop: tuple[str, ...] | list[str] = (),
+    batch_size: int = 16,
+) -> list[str]:
+    """Greedy answers (prompt excluded, stripped) for ``prompts``.
+
+    Left padding so every row's last prompt token sits at the same position; decoding with the
+    model's KV cache (``model.generate``); deterministic (no sampling). A stop string that is a
+    special token of the tokenizer also ends decoding of its row; the text is cut at the first
+    stop string. A tokenizer without a pad token pads with its EOS token. On an out-of-memory
+    error the batch size is halved and the batch retried (down to 1).
+    """
+    import torch
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    stop = tuple(stop)
+    eos_ids = set()
+    if tokenizer.eos_token_id is not None:
+        eos_ids.add(int(tokenizer.eos_token_id))
+    special = set(getattr(tokenizer, "all_special_tokens", []))
+    for s in stop:
+        if s in special:
+            eos_ids.add(int(tokenizer.convert_tokens_to_ids(s)))
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = tokenizer.eos_token_id
+    old_side = tokenizer.padding_side
+    old_pad = tokenizer.pad_token
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    try:
+        out: list[str] = []
+        start = 0
+        size = batch_size
+        device = next(model.parameters()).device
+        while start < len(prompts):
+            chunk = prompts[start : start + size]
+            enc = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
+            enc.pop("token_type_ids", None)
+            try:
+                with torch.no_grad():
+                    gen = model.generate(
+                        **enc,
+                        max_new_tokens=max_new_tokens,
+                        do_sample=False,
+                        num_beams=1,
+                        eos_token_id=sorted(eos_ids) or None,
+                        pad_token_id=pad_id,
+                        use_cache=True,
+                    )
+            except Exception as exc:
+                if not _is_oom(exc) or size == 1:
+                    raise
+                size = max(1, size // 2)
+                _logger.warning("out of memory; retrying with batch size %d", size)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            new = gen[:, enc["input_ids"].shape[1] :]
+            texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+            out.extend(_cut_at_stop(t, stop).strip() for t in texts)
+            start += len(chunk)
+        return out
+    finally:
+        tokenizer.padding_side = old_side
+        if old_pad is None:
+            tokenizer.pad_token = None

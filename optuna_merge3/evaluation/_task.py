@@ -1,0 +1,187 @@
+"""Tasks: items, generation config and the JSONL / CSV loader."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_logger = logging.getLogger(__name__)
+
+_ITEM_FIELDS = ("id", "prompt", "answer", "choices", "language")
+_CONFIG_KEYS = (
+    "name",
+    "description",
+    "scorer",
+    "scorer_options",
+    "require_regex",
+    "max_new_tokens",
+    "stop",
+    "prompt_template",
+    "use_chat_template",
+    "language",
+    "answer_language",
+)
+
+
+@dataclass(frozen=True)
+class TaskItem:
+    """One item: ``answer`` is the reference; ``choices`` for multiple choice; ``language`` (ISO
+    639-1, e.g. "it") makes the scorer also require the answer to be in that language."""
+
+    id: str
+    prompt: str
+    answer: str
+    choices: tuple[str, ...] | None = None
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Greedy decoding settings. ``stop``: strings that end an answer (a stop string that is a
+    special token of the tokenizer, e.g. "<eos>", also ends decoding of that row)."""
+
+    max_new_tokens: int = 32
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Task:
+    """A named list of items plus how to prompt and score them.
+
+    ``prompt_template`` is formatted with ``prompt=item.prompt`` (few-shot examples go in the
+    template); ``use_chat_template`` wraps the result in the tokenizer's chat template when it has
+    one. ``scorer`` names an entry of :data:`SCORERS`; ``scorer_options`` are its keyword options.
+    """
+
+    name: str
+    items: list[TaskItem]
+    scorer: str = "exact"
+    scorer_options: dict[str, Any] = field(default_factory=dict)
+    require_regex: str | None = None
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    prompt_template: str = "{prompt}"
+    use_chat_template: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def scoring_config(self) -> dict[str, Any]:
+        """Everything besides items and weights that changes correctness (for fingerprints)."""
+        return {
+            "scorer": self.scorer,
+            "scorer_options": dict(sorted(self.scorer_options.items())),
+            "require_regex": self.require_regex,
+            "max_new_tokens": self.generation.max_new_tokens,
+            "stop": list(self.generation.stop),
+            "prompt_template": self.prompt_template,
+            "use_chat_template": self.use_chat_template,
+        }
+
+
+def _item_from_row(row: dict[str, Any], where: str, default_language: str | None) -> TaskItem:
+    for key in ("id", "prompt", "answer"):
+        if key not in row or row[key] is None or row[key] == "":
+            raise ValueError(f"{where}: missing required field {key!r}")
+    unknown = set(row) - set(_ITEM_FIELDS)
+    if unknown:
+        _logger.debug("%s: ignoring fields %s", where, sorted(unknown))
+    choices = row.get("choices")
+    if isinstance(choices, str):  # CSV: a JSON list or "|"-separated
+        choices = choices.strip()
+        if choices == "":
+            choices = None
+        elif choices.startswith("["):
+            try:
+                choices = json.loads(choices)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{where}: field 'choices' is not a JSON list: {exc}") from None
+        else:
+            choices = choices.split("|")
+    if choices is not None and (
+        not isinstance(choices, list) or not all(isinstance(c, str) for c in choices)
+    ):
+        raise ValueError(f"{where}: field 'choices' must be a list of strings")
+    for key in ("prompt",):
+        if not isinstance(row[key], str):
+            raise ValueError(f"{where}: field {key!r} must be a string")
+    language = row.get("language") or default_language
+    return TaskItem(
+        id=str(row["id"]),
+        prompt=row["prompt"],
+        answer=str(row["answer"]),
+        choices=tuple(choices) if choices else None,
+        language=language or None,
+    )
+
+
+def load_task(path: str | Path, config: str | Path | dict[str, Any] | None = None) -> Task:
+    """Load a task from a JSONL or CSV file.
+
+    Schema (one item per line / row): ``id`` (str, unique), ``prompt`` (str), ``answer`` (str or
+    number), optional ``choices`` (list of str; in CSV a JSON list or "a|b|c"), optional
+    ``language`` (ISO 639-1). The task config is ``config`` or, when omitted, the sidecar file
+    ``<path without suffix>.json`` if present (keys: name, scorer, scorer_options, require_regex,
+    max_new_tokens, stop, prompt_template, use_chat_template, language = default item language).
+
+    Raises:
+        ValueError: naming the file, line and field of malformed input.
+    """
+    path = Path(path)
+    if isinstance(config, (str, Path)):
+        config = json.loads(Path(config).read_text("utf-8"))
+    elif config is None:
+        sidecar = path.with_suffix(".json")
+        config = json.loads(sidecar.read_text("utf-8")) if sidecar.is_file() else {}
+    unknown = set(config) - set(_CONFIG_KEYS)
+    if unknown:
+        raise ValueError(
+            f"{path}: unknown task config keys {sorted(unknown)}; valid: {list(_CONFIG_KEYS)}"
+        )
+    default_language = config.get("language")
+    items: list[TaskItem] = []
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{lineno}"
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{where}: invalid JSON ({exc.msg})") from None
+                if not isinstance(row, dict):
+                    raise ValueError(f"{where}: expected a JSON object")
+                items.append(_item_from_row(row, where, default_language))
+    elif suffix == ".csv":
+        with open(path, encoding="utf-8", newline="") as fh:
+            for lineno, row in enumerate(csv.DictReader(fh), start=2):
+                items.append(_item_from_row(dict(row), f"{path}:{lineno}", default_language))
+    else:
+        raise ValueError(f"{path}: unsupported file type {suffix!r}; valid: ['.jsonl', '.csv']")
+    seen: set[str] = set()
+    for item in items:
+        if item.id in seen:
+            raise ValueError(f"{path}: duplicate id {item.id!r} (field 'id')")
+        seen.add(item.id)
+    from ._scoring import SCORERS
+
+    scorer = config.get("scorer", "exact")
+    if scorer not in SCORERS:
+        raise ValueError(f"{path}: unknown scorer {scorer!r}; valid: {sorted(SCORERS)}")
+    return Task(
+        name=config.get("name", path.stem),
+        items=items,
+        scorer=scorer,
+        scorer_options=dict(config.get("scorer_options", {})),
+        require_regex=config.get("require_regex"),
+        generation=GenerationConfig(
+            max_new_tokens=int(config.get("max_new_tokens", 32)),
+            stop=tuple(config.get("stop", ())),
+        ),
+        prompt_template=config.get("prompt_template", "{prompt}"),
+        use_chat_template=bool(config.get("use_chat_template", False)),
+        meta={k: config[k] for k in ("description", "answer_language") if k in config},
+    )
