@@ -51,7 +51,8 @@ def detect_language(text: str, model_path: str | Path | None = None) -> tuple[st
     clean = " ".join(_NON_LETTERS.sub(" ", text).split())
     model = _load(str(model_path or default_model_path()))
     labels, probs = model.predict(clean.replace("\n", " "), k=1)
-    return labels[0].replace("__label__", ""), float(probs[0])
+    # fastText can report 1.00002 for a sure answer: clip to a probability
+    return labels[0].replace("__label__", ""), min(1.0, float(probs[0]))
 
 
 def is_language(

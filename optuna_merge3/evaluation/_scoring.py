@@ -75,7 +75,7 @@ def score_number(answer: str, item: TaskItem, position: str = "last") -> bool:
 
 
 _LETTER_PATTERNS = [
-    r"(?:answer|antwort|risposta|respuesta|réponse|答え|正解)\s*(?:is|ist|è|es|est|:|は|：)?\s*:?\s*"
+    r"(?:answer|antwort|risposta|respuesta|réponse|答え|正解)\s*(?:ist|is|è|est|es|:|は|：)?\s*:?\s*"
     r"[(\[]?([A-Z])\b[)\].]?",
     r"(?:^|\s)[(\[]([A-Z])[)\]]",
     r"^\s*([A-Z])(?:[).:]|\s*$|\s)",

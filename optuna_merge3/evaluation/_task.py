@@ -80,7 +80,9 @@ class Task:
         }
 
 
-def _item_from_row(row: dict[str, Any], where: str, default_language: str | None) -> TaskItem:
+def _item_from_row(
+    row: dict[str, Any], where: str, default_language: str | None, from_csv: bool = False
+) -> TaskItem:
     for key in ("id", "prompt", "answer"):
         if key not in row or row[key] is None or row[key] == "":
             raise ValueError(f"{where}: missing required field {key!r}")
@@ -88,7 +90,7 @@ def _item_from_row(row: dict[str, Any], where: str, default_language: str | None
     if unknown:
         _logger.debug("%s: ignoring fields %s", where, sorted(unknown))
     choices = row.get("choices")
-    if isinstance(choices, str):  # CSV: a JSON list or "|"-separated
+    if from_csv and isinstance(choices, str):  # CSV: a JSON list or "|"-separated
         choices = choices.strip()
         if choices == "":
             choices = None
@@ -158,7 +160,7 @@ def load_task(path: str | Path, config: str | Path | dict[str, Any] | None = Non
     elif suffix == ".csv":
         with open(path, encoding="utf-8", newline="") as fh:
             for lineno, row in enumerate(csv.DictReader(fh), start=2):
-                items.append(_item_from_row(dict(row), f"{path}:{lineno}", default_language))
+                items.append(_item_from_row(dict(row), f"{path}:{lineno}", default_language, True))
     else:
         raise ValueError(f"{path}: unsupported file type {suffix!r}; valid: ['.jsonl', '.csv']")
     seen: set[str] = set()
