@@ -26,6 +26,20 @@ def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
     return text[:cut]
 
 
+def _stop_criteria(tokenizer: Any, stop: tuple[str, ...], prompt_len: int) -> Any:
+    """A per-row criterion: a row is done once its decoded answer contains a stop string."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _StopStrings(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            texts = tokenizer.batch_decode(input_ids[:, prompt_len:], skip_special_tokens=True)
+            done = [any(s in t for s in stop) for t in texts]
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([_StopStrings()])
+
+
 def generate(
     model: Any,
     tokenizer: Any,
@@ -54,6 +68,7 @@ def generate(
     for s in stop:
         if s in special:
             eos_ids.add(int(tokenizer.convert_tokens_to_ids(s)))
+    text_stops = tuple(s for s in stop if s and s not in special)
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         pad_id = tokenizer.eos_token_id
@@ -81,6 +96,11 @@ def generate(
                         eos_token_id=sorted(eos_ids) or None,
                         pad_token_id=pad_id,
                         use_cache=True,
+                        stopping_criteria=(
+                            _stop_criteria(tokenizer, text_stops, enc["input_ids"].shape[1])
+                            if text_stops
+                            else None
+                        ),
                     )
             except Exception as exc:
                 if not _is_oom(exc) or size == 1:

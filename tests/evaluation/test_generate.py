@@ -105,3 +105,21 @@ def test_nf4_model_on_cpu(tiny_dir) -> None:
     batched = generate(model, tokenizer, PROMPTS[:3], max_new_tokens=5, batch_size=3)
     assert all(s for s in single)
     assert batched == single
+
+
+def test_stop_string_ends_decoding_early(tiny, monkeypatch) -> None:
+    model, tokenizer = tiny
+    prompt = PROMPTS[1]
+    words = generate(model, tokenizer, [prompt], max_new_tokens=8)[0].split()
+    if len(words) < 3:
+        pytest.skip("random model answered in fewer than 3 words")
+    calls = []
+    original = model.forward
+
+    def forward(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", forward)
+    generate(model, tokenizer, [prompt], max_new_tokens=8, stop=[" " + words[1]])
+    assert len(calls) < 8  # stopped after the second word, not at max_new_tokens
