@@ -8,7 +8,7 @@ from ._evaluate import EvalResult, evaluate, render_prompt
 from ._generate import generate
 from ._langid import detect_language, is_language
 from ._scoring import SCORERS, extract_choice, extract_number, score_answer
-from ._task import GenerationConfig, Task, TaskItem, load_task
+from ._task import GenerationConfig, Task, TaskItem, load_hf_task, load_task, task_from_dataset
 from ._transfer import negative_transfer_rate
 
 __all__ = [
@@ -24,10 +24,12 @@ __all__ = [
     "extract_number",
     "generate",
     "is_language",
+    "load_hf_task",
     "load_task",
     "model_fingerprint",
     "negative_transfer_rate",
     "render_prompt",
     "score_answer",
+    "task_from_dataset",
     "task_fingerprint",
 ]

@@ -136,11 +136,7 @@ def load_task(path: str | Path, config: str | Path | dict[str, Any] | None = Non
     elif config is None:
         sidecar = path.with_suffix(".json")
         config = json.loads(sidecar.read_text("utf-8")) if sidecar.is_file() else {}
-    unknown = set(config) - set(_CONFIG_KEYS)
-    if unknown:
-        raise ValueError(
-            f"{path}: unknown task config keys {sorted(unknown)}; valid: {list(_CONFIG_KEYS)}"
-        )
+    _check_config(config, str(path))
     default_language = config.get("language")
     items: list[TaskItem] = []
     suffix = path.suffix.lower()
@@ -163,18 +159,90 @@ def load_task(path: str | Path, config: str | Path | dict[str, Any] | None = Non
                 items.append(_item_from_row(dict(row), f"{path}:{lineno}", default_language, True))
     else:
         raise ValueError(f"{path}: unsupported file type {suffix!r}; valid: ['.jsonl', '.csv']")
+    return _task_from_items(items, config, str(path), default_name=path.stem)
+
+
+def task_from_dataset(
+    dataset: Any,
+    config: dict[str, Any] | None = None,
+    *,
+    columns: dict[str, str] | None = None,
+    name: str = "dataset",
+) -> Task:
+    """Build a task from a Hugging Face ``datasets.Dataset`` (or any iterable of dict rows).
+
+    ``columns`` maps this project's item fields to the dataset's column names, e.g.
+    ``{"prompt": "question", "answer": "answer"}`` for GSM8K; a field without a column keeps its
+    own name, and a missing ``id`` column becomes the row index. ``config`` takes the same keys
+    as a task sidecar file (see :func:`load_task`).
+
+    Raises:
+        ValueError: naming the row and field of malformed input.
+    """
+    config = dict(config or {})
+    _check_config(config, name)
+    columns = dict(columns or {})
+    unknown = set(columns) - set(_ITEM_FIELDS)
+    if unknown:
+        raise ValueError(f"{name}: unknown item fields in columns {sorted(unknown)}")
+    items = []
+    for index, row in enumerate(dataset):
+        mapped = {field_: row.get(columns.get(field_, field_)) for field_ in _ITEM_FIELDS}
+        if mapped["id"] is None and "id" not in columns:
+            mapped["id"] = str(index)
+        mapped = {k: v for k, v in mapped.items() if v is not None}
+        items.append(_item_from_row(mapped, f"{name}: row {index}", config.get("language")))
+    return _task_from_items(items, config, name, default_name=name)
+
+
+def load_hf_task(
+    path: str,
+    split: str,
+    config: dict[str, Any] | None = None,
+    *,
+    subset: str | None = None,
+    columns: dict[str, str] | None = None,
+    **load_kwargs: Any,
+) -> Task:
+    """Load a task with ``datasets.load_dataset(path, subset, split=split)`` (optional package).
+
+    Works offline for local files (``path="json", data_files=...``) and cached hub datasets;
+    this project never downloads data at run time by itself.
+    """
+    try:
+        import datasets
+    except ImportError as exc:  # optional dependency
+        raise ImportError(
+            "load_hf_task needs the `datasets` package: pip install 'optuna-merge3[datasets]'"
+        ) from exc
+    dataset = datasets.load_dataset(path, subset, split=split, **load_kwargs)
+    label = f"{path}{'/' + subset if subset else ''}[{split}]"
+    return task_from_dataset(dataset, config, columns=columns, name=label)
+
+
+def _check_config(config: dict[str, Any], where: str) -> None:
+    unknown = set(config) - set(_CONFIG_KEYS)
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown task config keys {sorted(unknown)}; valid: {list(_CONFIG_KEYS)}"
+        )
+
+
+def _task_from_items(
+    items: list[TaskItem], config: dict[str, Any], where: str, default_name: str
+) -> Task:
     seen: set[str] = set()
     for item in items:
         if item.id in seen:
-            raise ValueError(f"{path}: duplicate id {item.id!r} (field 'id')")
+            raise ValueError(f"{where}: duplicate id {item.id!r} (field 'id')")
         seen.add(item.id)
     from ._scoring import SCORERS
 
     scorer = config.get("scorer", "exact")
     if scorer not in SCORERS:
-        raise ValueError(f"{path}: unknown scorer {scorer!r}; valid: {sorted(SCORERS)}")
+        raise ValueError(f"{where}: unknown scorer {scorer!r}; valid: {sorted(SCORERS)}")
     return Task(
-        name=config.get("name", path.stem),
+        name=config.get("name", default_name),
         items=items,
         scorer=scorer,
         scorer_options=dict(config.get("scorer_options", {})),

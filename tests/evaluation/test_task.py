@@ -86,3 +86,35 @@ def test_bad_config_lists_valid_choices(tmp_path: Path) -> None:
         load_task(path, config={"scorrer": "number"})
     with pytest.raises(ValueError, match="valid"):
         load_task(tmp_path / "t.txt")
+
+
+def test_task_from_a_real_datasets_dataset(tmp_path: Path) -> None:
+    """GSM8K-shaped columns mapped onto items through the real `datasets` loader, offline."""
+    datasets = pytest.importorskip("datasets", reason="the optional `datasets` package")
+    from optuna_merge3.evaluation import load_hf_task, task_from_dataset
+
+    rows = [{"question": f"Q: {i}+1? A:", "answer": f"#### {i + 1}"} for i in range(3)]
+    data_file = _write(tmp_path / "gsm.jsonl", rows)
+    task = load_hf_task(
+        "json",
+        "train",
+        {"scorer": "number", "max_new_tokens": 8},
+        columns={"prompt": "question"},
+        data_files=str(data_file),
+        cache_dir=str(tmp_path / "cache"),
+    )
+    assert [item.id for item in task.items] == ["0", "1", "2"]
+    assert task.items[2].prompt == "Q: 2+1? A:" and task.items[2].answer == "#### 3"
+    assert task.scorer == "number" and task.generation.max_new_tokens == 8
+    same = task_from_dataset(datasets.Dataset.from_list(rows), columns={"prompt": "question"})
+    assert [i.prompt for i in same.items] == [i.prompt for i in task.items]
+
+
+def test_task_from_dataset_names_the_bad_row() -> None:
+    from optuna_merge3.evaluation import task_from_dataset
+
+    rows = [{"prompt": "ok", "answer": "1"}, {"prompt": "no answer"}]
+    with pytest.raises(ValueError, match=r"row 1: missing required field 'answer'"):
+        task_from_dataset(rows, name="mine")
+    with pytest.raises(ValueError, match="unknown item fields"):
+        task_from_dataset(rows, columns={"question": "prompt"})
