@@ -1,0 +1,192 @@
+"""Fitting speed of the 2PL: ``optuna_merge3.irt.fit_irt`` (scipy MAP) vs py-irt (pyro SVI).
+
+Data: ARC of the Open LLM Leaderboard (arc_v1 + arc_v2 joined on the model name: 245 items, every
+model that answered both, ~3850 models; ../shared/data/leaderboard). A seeded 10% of the cells is
+held out (set to NaN); both methods fit the same remaining cells and predict the held-out ones
+from their own fitted item parameters and abilities: log-loss, Brier score and accuracy (p > 0.5).
+
+py-irt is run as tinyBenchmarks runs it: ``multidim_2pl`` (hierarchical priors), Adam lr 0.1,
+decay 0.9999, its default 2000 epochs, CPU, through ``IrtModelTrainer``; its prediction is
+sigmoid(sum_k disc_k (theta_k - b_k)) with the exported posterior means (disc = exp(loc_disc)).
+
+Usage: python benchmarks/irt_fit_speed.py [--n-dims D] [--epochs 2000] [--quick]
+Prints a markdown table and, last, one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.special import expit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _leaderboard import data_available, load_benchmark  # noqa: E402
+
+from optuna_merge3.irt import fit_irt  # noqa: E402
+
+
+def held_out_metrics(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Log-loss, Brier score and accuracy of probabilities ``p`` for 0/1 outcomes ``y``."""
+    q = np.clip(p, 1e-7, 1 - 1e-7)
+    return {
+        "log_loss": float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))),
+        "brier": float(np.mean((p - y) ** 2)),
+        "accuracy": float(np.mean((p > 0.5) == (y == 1))),
+    }
+
+
+def fit_ours(train: np.ndarray, d: int, seed: int) -> tuple[float, np.ndarray, dict]:
+    """Fit with optuna_merge3.irt; returns (seconds, probability matrix, meta)."""
+    kw = {}
+    if "calibrate_gp" in inspect.signature(fit_irt).parameters:
+        kw["calibrate_gp"] = False  # time the 2PL fit alone; the gp-IRT calibration is extra
+    t0 = time.perf_counter()
+    params, gamma = fit_irt(train, n_dims=d, random_state=seed, **kw)
+    sec = time.perf_counter() - t0
+    return sec, expit(gamma @ params.alpha.T - params.beta), params.meta
+
+
+def fit_pyirt(train: np.ndarray, d: int, epochs: int, seed: int) -> tuple[float, np.ndarray]:
+    """Fit py-irt's multidim_2pl on the observed cells; returns (seconds, probability matrix)."""
+    import pyro
+    import torch
+    from ordered_set import OrderedSet
+    from py_irt.config import IrtConfig
+    from py_irt.dataset import Dataset
+    from py_irt.training import IrtModelTrainer
+
+    n_models, n_items = train.shape
+    subj, item = np.nonzero(~np.isnan(train))
+    ids_m = [str(k) for k in range(n_models)]
+    ids_i = [str(k) for k in range(n_items)]
+    data = Dataset(
+        item_ids=OrderedSet(ids_i), subject_ids=OrderedSet(ids_m),
+        item_id_to_ix={s: k for k, s in enumerate(ids_i)}, ix_to_item_id=dict(enumerate(ids_i)),
+        subject_id_to_ix={s: k for k, s in enumerate(ids_m)},
+        ix_to_subject_id=dict(enumerate(ids_m)),
+        observation_subjects=subj.tolist(), observation_items=item.tolist(),
+        observations=train[subj, item].tolist(), training_example=[True] * len(subj),
+    )
+    config = IrtConfig(model_type="multidim_2pl", epochs=epochs, dims=d, lr=0.1,
+                       lr_decay=0.9999, priors="hierarchical", seed=seed, deterministic=True,
+                       log_every=max(epochs, 1))
+    pyro.set_rng_seed(seed)
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    trainer = IrtModelTrainer(data_path=None, config=config, dataset=data, verbose=False)
+    trainer.train(device="cpu")
+    sec = time.perf_counter() - t0
+    out = trainer.last_params
+    theta = np.asarray(out["ability"])  # (n_models, d)
+    diff = np.asarray(out["diff"])  # (n_items, d)
+    disc = np.asarray(out["disc"])  # (n_items, d), already exp(loc_disc)
+    logits = theta @ disc.T - np.sum(disc * diff, axis=1)
+    return sec, expit(logits)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n-dims", type=int, default=None, help="d (default: package default)")
+    parser.add_argument("--epochs", type=int, default=2000, help="py-irt epochs (its default)")
+    parser.add_argument("--holdout", type=float, default=0.1, help="share of held-out cells")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of our fit (best kept)")
+    parser.add_argument("--torch-threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="py-irt 200 epochs, 1 repeat")
+    parser.add_argument("--skip-pyirt", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.epochs, args.repeats = 200, 1
+    if not data_available():
+        raise SystemExit("shared leaderboard data not found (../shared/data/leaderboard)")
+    if args.n_dims is None:
+        args.n_dims = int(inspect.signature(fit_irt).parameters["n_dims"].default)
+        d_src = "package default of fit_irt"
+    else:
+        d_src = "--n-dims"
+
+    bench = load_benchmark("arc")
+    resp = bench.responses[bench.complete]
+    rng = np.random.default_rng(args.seed)
+    held = rng.random(resp.shape) < args.holdout
+    train = np.where(held, np.nan, resp)
+    y_held = resp[held]
+    base_p = np.broadcast_to(np.nanmean(train, axis=0), resp.shape)[held]
+
+    rows = []
+    times = []
+    for _ in range(args.repeats):
+        sec, prob, meta = fit_ours(train, args.n_dims, args.seed)
+        times.append(sec)
+    rows.append({"method": "optuna_merge3 fit_irt (scipy L-BFGS-B MAP, 1 BLAS thread)",
+                 "seconds": min(times), **held_out_metrics(prob[held], y_held),
+                 "detail": f"{meta.get('iterations')} iterations, converged "
+                           f"{meta.get('converged')}; {len(times)} run(s): "
+                           + ", ".join(f"{t:.1f}" for t in times) + " s"})
+    pyirt_error = None
+    if not args.skip_pyirt:
+        try:
+            import torch
+
+            torch.set_num_threads(args.torch_threads)
+            sec, prob_py = fit_pyirt(train, args.n_dims, args.epochs, args.seed)
+            rows.append({"method": f"py-irt multidim_2pl (pyro SVI, {args.epochs} epochs, "
+                                   f"{args.torch_threads} torch threads)",
+                         "seconds": sec, **held_out_metrics(prob_py[held], y_held),
+                         "detail": f"{sec / args.epochs * 1000:.0f} ms per epoch"})
+        except Exception as exc:  # report exactly why py-irt could not run
+            pyirt_error = f"{type(exc).__name__}: {exc}"
+    rows.append({"method": "baseline: training item mean (no model)", "seconds": 0.0,
+                 **held_out_metrics(base_p, y_held), "detail": ""})
+
+    print("# irt_fit_speed: 2PL fit on ARC (arc_v1 + arc_v2), held-out cells")
+    versions = f"numpy {np.__version__}"
+    try:
+        import py_irt
+        import pyro
+        import torch
+
+        versions += (f", torch {torch.__version__}, pyro {pyro.__version__}, "
+                     f"py-irt {getattr(py_irt, '__version__', '0.7.1')}")
+    except ImportError as exc:
+        versions += f", py-irt not importable ({exc})"
+    print(f"{resp.shape[0]} models x {resp.shape[1]} items, {int(held.sum())} held-out cells "
+          f"({args.holdout:.0%}, seed {args.seed}); d = {args.n_dims} ({d_src}); {versions}; "
+          f"{platform.machine()}, 2-core machine shared with other jobs\n")
+    print("| method | fit seconds | held-out log-loss | Brier | accuracy | notes |")
+    print("|:---|---:|---:|---:|---:|:---|")
+    for r in rows:
+        print(f"| {r['method']} | {r['seconds']:.1f} | {r['log_loss']:.4f} | {r['brier']:.4f} | "
+              f"{r['accuracy']:.4f} | {r['detail']} |")
+    summary = {"benchmark": "irt_fit_speed", "d": args.n_dims, "n_models": int(resp.shape[0]),
+               "n_items": int(resp.shape[1]), "held_out_cells": int(held.sum()),
+               "ours": {k: round(v, 4) for k, v in rows[0].items()
+                        if k in ("seconds", "log_loss", "brier", "accuracy")}}
+    if pyirt_error:
+        print(f"\npy-irt could not run: {pyirt_error}")
+        summary["pyirt_error"] = pyirt_error
+    elif not args.skip_pyirt:
+        py = rows[1]
+        speedup = py["seconds"] / rows[0]["seconds"]
+        better = rows[0]["log_loss"] <= py["log_loss"] and rows[0]["brier"] <= py["brier"]
+        goal = speedup >= 10 and better
+        print(f"\nSpeed-up {speedup:.1f}x; held-out log-loss {rows[0]['log_loss']:.4f} (ours) vs "
+              f"{py['log_loss']:.4f} (py-irt). Goal (>= 10x faster at equal or better held-out "
+              f"error): {'met' if goal else 'NOT met'}.")
+        summary["pyirt"] = {k: round(v, 4) for k, v in py.items()
+                            if k in ("seconds", "log_loss", "brier", "accuracy")}
+        summary["pyirt_epochs"] = args.epochs
+        summary["speedup"] = round(speedup, 2)
+        summary["goal_met"] = bool(goal)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
