@@ -1,0 +1,334 @@
+"""Optuna plumbing: samplers, storage, create-or-resume, generation-0 seeds, dedupe, budget.
+
+Everything here works around an Optuna behaviour found on optuna 5.0 (DESIGN.md section 2):
+
+- ``enqueue_trial`` seeds never become NSGA-II parents: they carry no generation tag, so the GA
+  samplers here tag them as generation 0 in ``before_trial``;
+- the sampler is not stored: a resume rebuilds it from the stored config signature, and refuses
+  a config whose search space, tasks or sampler changed;
+- NSGA-II re-proposes identical parameter sets: a repeat is pruned and linked to the original;
+- several workers overfill a global budget: :func:`claim_budget_slot` lets exactly ``budget``
+  trials run to completion, whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.samplers import BaseSampler
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = [
+    "SAMPLERS",
+    "SignatureMismatchError",
+    "claim_budget_slot",
+    "create_or_resume_study",
+    "create_sampler",
+    "describe_signature_change",
+    "open_storage",
+    "prune_if_duplicate",
+    "seed_population",
+    "upload_json_artifact",
+]
+
+_logger = logging.getLogger(__name__)
+
+SAMPLERS = ("nsga2", "nsga3", "cmaes", "tpe", "gp", "random")
+SIGNATURE_KEY = "merge3:signature"
+SEEDED_KEY = "merge3:seeded"
+_DUPLICATE_KEY = "duplicate_of"
+
+
+class SignatureMismatchError(ValueError):
+    """A resume was asked for with a config whose search space, tasks or sampler changed."""
+
+
+class _SeedsAreParents:
+    """Mixin for Optuna's GA samplers: enqueued trials join generation 0 as real parents."""
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        key = self._get_generation_key()  # type: ignore[attr-defined]
+        if "fixed_params" in trial.system_attrs and key not in trial.system_attrs:
+            # get_trial_generation stores the generation the trial falls into (0 for seeds
+            # enqueued before the first generation fills up).
+            self.get_trial_generation(study, trial)  # type: ignore[attr-defined]
+        super().before_trial(study, trial)  # type: ignore[misc]
+
+
+class SeededNSGAIISampler(_SeedsAreParents, optuna.samplers.NSGAIISampler):
+    """NSGA-II whose enqueued seeds (endpoints, uniform merge) become generation-0 parents."""
+
+
+class SeededNSGAIIISampler(_SeedsAreParents, optuna.samplers.NSGAIIISampler):
+    """NSGA-III whose enqueued seeds become generation-0 parents."""
+
+
+def create_sampler(
+    name: str,
+    *,
+    n_objectives: int,
+    seed: int | None = 0,
+    population_size: int = 8,
+    crossover_eta: float = 20.0,
+    mutation_eta: float = 20.0,
+) -> BaseSampler:
+    """Build a sampler by name, configured as the paper's GA where it applies.
+
+    Args:
+        name: one of :data:`SAMPLERS`.
+        n_objectives: number of objectives (one per task); CMA-ES accepts only one.
+        seed: sampler seed; the same seed and config give the same trials with one worker.
+        population_size: GA population size (paper: 25).
+        crossover_eta: SBX distribution index (NSGA-II / NSGA-III).
+        mutation_eta: polynomial-mutation distribution index (NSGA-II / NSGA-III).
+
+    Raises:
+        ValueError: unknown name, or CMA-ES with several objectives.
+    """
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; valid: {list(SAMPLERS)}")
+    if name in ("nsga2", "nsga3"):
+        import warnings
+
+        from optuna.samplers.nsgaii import PolynomialMutation, SBXCrossover
+
+        with warnings.catch_warnings():  # SBX / polynomial mutation are "experimental" in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            mutation = PolynomialMutation(eta=mutation_eta)
+            crossover = SBXCrossover(eta=crossover_eta)
+            cls = SeededNSGAIISampler if name == "nsga2" else SeededNSGAIIISampler
+            return cls(
+                population_size=population_size, crossover=crossover, mutation=mutation, seed=seed
+            )
+    if name == "cmaes":
+        if n_objectives != 1:
+            raise ValueError(
+                f"sampler 'cmaes' is single-objective but the study has {n_objectives} "
+                "objectives (one per task); use 'nsga2' or 'nsga3', or keep one task"
+            )
+        return optuna.samplers.CmaEsSampler(seed=seed, popsize=population_size)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def open_storage(
+    storage: str | Path, *, heartbeat_interval: int | None = None, max_retry: int = 3
+) -> optuna.storages.BaseStorage:
+    """Open an RDB URL (``sqlite:///...``, ``postgresql://...``) or a journal file.
+
+    With ``heartbeat_interval`` (seconds) a worker that dies mid-trial leaves a stale trial that
+    another worker fails and re-queues (``RetryHeartbeatStaleTrialCallback``), so the study still
+    completes. A path ending in ``.log`` / ``.jsonl`` (or ``journal:PATH``) is a journal file.
+
+    Raises:
+        ValueError: the storage cannot be opened; the message names the URL and the cause.
+    """
+    text = str(storage)
+    if text.startswith("journal:") or text.endswith((".log", ".jsonl")):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = Path(text.removeprefix("journal:"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    if "://" not in text:
+        raise ValueError(
+            f"storage {text!r}: expected an RDB URL (sqlite:///file.db, postgresql://...) "
+            "or a journal file path ending in .log"
+        )
+    if text.startswith("sqlite:///"):
+        Path(text.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {}
+    if heartbeat_interval:
+        kwargs = {
+            "heartbeat_interval": heartbeat_interval,
+            "grace_period": 2 * heartbeat_interval,
+            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=max_retry
+            ),
+        }
+    try:
+        return optuna.storages.RDBStorage(text, **kwargs)
+    except Exception as exc:  # sqlalchemy raises many types; the user needs URL + cause
+        raise ValueError(f"storage {_redact(text)}: cannot open it: {exc}") from exc
+
+
+def create_or_resume_study(
+    name: str,
+    storage: str | optuna.storages.BaseStorage,
+    *,
+    directions: list[str],
+    sampler: BaseSampler,
+    signature: Mapping[str, Any],
+    metric_names: list[str] | None = None,
+) -> tuple[optuna.Study, bool]:
+    """Create the study, or load it and check that its stored signature matches.
+
+    Returns:
+        (study, resumed): ``resumed`` is True when the study already existed.
+
+    Raises:
+        SignatureMismatchError: the study exists with another search space / task set /
+            sampler; the message says what changed.
+    """
+    signature = json.loads(json.dumps(signature, sort_keys=True, default=str))
+    try:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        resumed = True
+    except KeyError:
+        try:
+            study = optuna.create_study(
+                study_name=name, storage=storage, sampler=sampler, directions=directions
+            )
+            resumed = False
+        except optuna.exceptions.DuplicatedStudyError:  # another worker won the race
+            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+            resumed = True
+    stored = study.user_attrs.get(SIGNATURE_KEY)
+    if stored is None:
+        study.set_user_attr(SIGNATURE_KEY, signature)
+    elif stored != signature:
+        raise SignatureMismatchError(
+            f"study {name!r} exists with a different config; refusing to resume it. "
+            f"{describe_signature_change(stored, signature)}. Use a new study name (or delete "
+            "the study) to start over."
+        )
+    if [d.name.lower() for d in study.directions] != [d.lower() for d in directions]:
+        raise SignatureMismatchError(f"study {name!r}: stored directions differ from {directions}")
+    if metric_names and study.metric_names is None:
+        study.set_metric_names(metric_names)
+    return study, resumed
+
+
+def describe_signature_change(old: Any, new: Any, path: str = "") -> str:
+    """A readable list of the keys that differ between two JSON-like signatures."""
+    changes = list(_diff(old, new, path))
+    shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
+    return f"changed: {shown}" if changes else "no change"
+
+
+def _diff(old: Any, new: Any, path: str) -> Iterable[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in old:
+                yield f"{sub} added ({_short(new[key])})"
+            elif key not in new:
+                yield f"{sub} removed (was {_short(old[key])})"
+            else:
+                yield from _diff(old[key], new[key], sub)
+    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            yield from _diff(a, b, f"{path}[{i}]")
+    elif old != new:
+        yield f"{path or 'value'}: {_short(old)} -> {_short(new)}"
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def seed_population(study: optuna.Study, seeds: Mapping[str, Mapping[str, float]]) -> int:
+    """Enqueue the generation-0 seeds (e.g. each endpoint and the uniform merge) once.
+
+    Returns:
+        The number of seeds enqueued now (0 on a resume: they were enqueued before).
+    """
+    if study.user_attrs.get(SEEDED_KEY):
+        return 0
+    for label, params in seeds.items():
+        study.enqueue_trial(dict(params), user_attrs={"seed": label}, skip_if_exists=True)
+    study.set_user_attr(SEEDED_KEY, list(seeds))
+    return len(seeds)
+
+
+def prune_if_duplicate(trial: optuna.Trial, params: Mapping[str, float]) -> None:
+    """Prune a trial whose parameters equal an earlier complete trial's (NSGA-II repeats).
+
+    The pruned trial links the original in its ``duplicate_of`` user attribute.
+    """
+    for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if other.number != trial.number and _same_params(other.params, params):
+            trial.set_user_attr(_DUPLICATE_KEY, other.number)
+            raise optuna.TrialPruned(f"same parameters as trial {other.number}")
+
+
+def _same_params(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return a.keys() == b.keys() and all(
+        math.isclose(float(a[k]), float(b[k]), rel_tol=0, abs_tol=1e-12) for k in a
+    )
+
+
+def claim_budget_slot(
+    trial: optuna.Trial, budget: int, *, poll_s: float = 0.5, timeout_s: float = 3600.0
+) -> None:
+    """Let a trial run only if it can be one of the first ``budget`` complete trials.
+
+    Several workers each running ``optimize`` with ``MaxTrialsCallback`` overshoot the budget
+    (every running trial completes). Here a trial counts the complete trials plus the running
+    ones created before it; while that reaches the budget it waits (those may still fail and free
+    a slot), and once the budget is met it is pruned and the study stopped. Stale trials of
+    killed workers are failed while waiting, so their slots come back.
+
+    Raises:
+        optuna.TrialPruned: the budget is already met.
+    """
+    study = trial.study
+    deadline = time.monotonic() + timeout_s
+    while True:
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        complete = sum(t.state == TrialState.COMPLETE for t in trials)
+        earlier_running = sum(
+            t.state == TrialState.RUNNING and t.number < trial.number for t in trials
+        )
+        if complete >= budget:
+            trial.set_user_attr("budget", "exhausted")
+            study.stop()
+            raise optuna.TrialPruned(f"trial budget of {budget} complete trials is met")
+        if complete + earlier_running < budget:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"waited {timeout_s:.0f} s for a trial budget slot")
+        optuna.storages.fail_stale_trials(study)
+        time.sleep(poll_s)
+
+
+def upload_json_artifact(
+    trial: optuna.Trial | FrozenTrial | optuna.Study, store: Any, name: str, payload: Any
+) -> str:
+    """Upload a small JSON document as an Optuna artifact (shown by optuna-dashboard).
+
+    Returns:
+        The artifact id.
+    """
+    import tempfile
+
+    from optuna.artifacts import upload_artifact
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_text(json.dumps(payload, indent=1, default=str), encoding="utf-8")
+        return upload_artifact(
+            study_or_trial=trial, file_path=str(path), artifact_store=store,
+            mimetype="application/json",
+        )
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a database URL before it goes into an error message."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+    return url
