@@ -1,0 +1,310 @@
+"""Estimate: full-dataset accuracy from answers on the subset (tinyBenchmarks, MERGE^3 eq. 4-5).
+
+Notation: D = all N items, D_bar = the subset (n observed items), Y_i the 0/1 answers on D_bar,
+w_i the subset weights, p_i = sigmoid(alpha_i . gamma - beta_i) the 2PL probabilities.
+Every estimator has the same signature ``(params, subset, y_subset, endpoint_abilities=None,
+**options) -> Estimate``; ``y_subset`` is aligned with ``subset.indices`` (NaN = no answer:
+the item counts as unseen).
+
+Uncertainty (``Estimate.stderr``): the standard error of the estimate as a predictor of the
+accuracy over all N items, from (a) the binomial variance of the answers not observed,
+sum_{D \\ D_bar} p_i (1 - p_i) / N^2, and (b) the Laplace (inverse-Hessian) variance of the
+fitted gamma or lambda propagated by the delta method. Naive: the binomial variance of a mean of
+n draws without replacement, with a Laplace-smoothed accuracy so all-correct answers do not give
+zero. Mixtures c * naive + (1 - c) * IRT use c * se_naive + (1 - c) * se_IRT (the bound for
+perfectly correlated errors: conservative). It ignores the misfit of the IRT model itself, so
+on real data it is optimistic; see docs/irt.md for the coverage measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.special import expit
+
+from ._ability import (
+    DEFAULT_LAMBDA_CONSTRAINT,
+    DEFAULT_RIDGE,
+    ability_hessian,
+    fit_ability,
+    fit_merge_weights,
+    merge_design,
+)
+from ._extract import Subset
+from ._params import IRTParams
+
+
+@dataclass
+class Estimate:
+    """An accuracy estimate.
+
+    Attributes:
+        value: estimated accuracy over the full dataset, in [0, 1].
+        stderr: its standard error (see the module docstring), or None.
+        details: intermediate quantities (``c``, ``lambda``, ``gamma``, component estimates).
+    """
+
+    value: float
+    stderr: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Obs:
+    idx: np.ndarray  # observed item indices
+    y: np.ndarray  # their answers
+    w: np.ndarray  # their weights, renormalised
+    n_items: int  # N
+
+    @property
+    def n(self) -> int:
+        return int(self.idx.size)
+
+
+def _observed(params: IRTParams | None, subset: Subset, y_subset: np.ndarray) -> _Obs:
+    if not isinstance(subset, Subset):
+        raise TypeError(f"subset must be a Subset, got {type(subset).__name__}")
+    y = np.asarray(y_subset, dtype=float).reshape(-1)
+    if y.shape != subset.indices.shape:
+        raise ValueError(f"y_subset has {y.size} answers for a subset of {subset.indices.size}")
+    keep = ~np.isnan(y)
+    if not keep.any():
+        raise ValueError("no observed answer in y_subset: nothing to estimate from")
+    if np.any((y[keep] != 0) & (y[keep] != 1)):
+        raise ValueError("y_subset must hold 0, 1 or NaN")
+    n_items = params.n_items if params is not None else None
+    if n_items is not None and subset.indices.max() >= n_items:
+        raise ValueError(f"subset index {subset.indices.max()} out of range for {n_items} items")
+    w = subset.weights[keep]
+    w = w / w.sum() if w.sum() > 0 else np.full(w.size, 1.0 / w.size)
+    return _Obs(subset.indices[keep], y[keep], w, n_items or int(subset.indices.max()) + 1)
+
+
+def _naive_var(acc: float, obs: _Obs) -> float:
+    """Variance of the weighted subset mean as an estimate of the mean over N items."""
+    fpc = (obs.n_items - obs.n) / (obs.n_items - 1) if obs.n_items > 1 else 0.0
+    return float(acc * (1.0 - acc) * np.sum(obs.w**2) * max(fpc, 0.0))
+
+
+def _naive(obs: _Obs) -> tuple[float, float]:
+    value = float(obs.w @ obs.y)
+    n_eff = 1.0 / np.sum(obs.w**2)
+    smoothed = (value * n_eff + 1.0) / (n_eff + 2.0)  # Laplace: all-correct keeps a variance
+    return value, float(np.sqrt(_naive_var(smoothed, obs)))
+
+
+def _irt_part(params: IRTParams, obs: _Obs, gamma: np.ndarray, cov_map: Callable) -> tuple:
+    """(n/N) mean_{D_bar} Y + (1 - n/N) mean_{D \\ D_bar} p_i(gamma), and its stderr.
+
+    ``cov_map(grad_gamma)`` returns the delta-method variance for a gradient w.r.t. gamma.
+    """
+    rest = np.ones(params.n_items, dtype=bool)
+    rest[obs.idx] = False
+    p = expit(params.alpha[rest] @ gamma - params.beta[rest])
+    total = params.n_items
+    value = float((obs.y.sum() + p.sum()) / total)
+    q = p * (1.0 - p)
+    grad = params.alpha[rest].T @ q / total
+    var = float(q.sum() / total**2 + cov_map(grad))
+    return float(np.clip(value, 0.0, 1.0)), float(np.sqrt(max(var, 0.0)))
+
+
+def _pirt(params: IRTParams, obs: _Obs, prior_std: float) -> tuple[float, float, np.ndarray]:
+    gamma = fit_ability(params, obs.y, obs.idx, prior_std=prior_std)
+    prec = ability_hessian(params.alpha[obs.idx], params.beta[obs.idx], gamma, prior_std)
+    value, se = _irt_part(params, obs, gamma, lambda g: g @ np.linalg.solve(prec, g))
+    return value, se, gamma
+
+
+def _gp_b(params: IRTParams, n: int, b: float | None) -> float:
+    if b is not None:
+        return float(b)
+    table = params.meta.get("gp_b") or {}
+    if not table.get("n"):
+        raise ValueError("gp-IRT needs the IRT validation error b: pass b=..., or fit the "
+                         "parameters with fit_irt(..., calibrate_gp=True)")
+    return float(np.interp(np.log(n), np.log(table["n"]), table["b"]))
+
+
+def _require(params: IRTParams | None, ends: np.ndarray | None, name: str) -> np.ndarray | None:
+    if params is None:
+        raise ValueError(f"estimator {name!r} needs fitted IRTParams")
+    if name in MERGE_AWARE:
+        if ends is None:
+            raise ValueError(f"estimator {name!r} is merge-aware: pass endpoint_abilities "
+                             "(n_endpoints, d), the endpoints' abilities gamma_j")
+        return np.atleast_2d(np.asarray(ends, dtype=float))
+    return None
+
+
+def naive_estimate(params: IRTParams | None, subset: Subset, y_subset: np.ndarray,
+                   endpoint_abilities: np.ndarray | None = None) -> Estimate:
+    """Naive estimator: sum_{i in D_bar} w_i Y_i (the subset mean; cluster-weighted if w != 1/n).
+
+    ``params`` and ``endpoint_abilities`` are not used. stderr: binomial standard error of a
+    mean of n draws without replacement (finite-population corrected).
+    """
+    obs = _observed(params, subset, y_subset)
+    value, se = _naive(obs)
+    return Estimate(value, se, {"n": obs.n, "N": obs.n_items})
+
+
+def pirt_estimate(params: IRTParams, subset: Subset, y_subset: np.ndarray,
+                  endpoint_abilities: np.ndarray | None = None, *,
+                  ability_prior_std: float = 1.0) -> Estimate:
+    """p-IRT (tinyBenchmarks, Polo et al. 2024, eq. 3.2).
+
+    Z = (n/N) mean_{D_bar} Y + (1 - n/N) mean_{D \\ D_bar} p_i(gamma_hat), with gamma_hat the
+    MAP ability fitted from scratch on the subset answers (:func:`fit_ability`).
+    """
+    _require(params, endpoint_abilities, "pirt")
+    obs = _observed(params, subset, y_subset)
+    value, se, gamma = _pirt(params, obs, ability_prior_std)
+    return Estimate(value, se, {"gamma": gamma, "n": obs.n, "N": obs.n_items})
+
+
+def gpirt_estimate(params: IRTParams, subset: Subset, y_subset: np.ndarray,
+                   endpoint_abilities: np.ndarray | None = None, *, b: float | None = None,
+                   ability_prior_std: float = 1.0) -> Estimate:
+    """gp-IRT (tinyBenchmarks): c * naive + (1 - c) * p-IRT with c = b^2 / (b^2 + v).
+
+    b is the validation error of the IRT prediction at this subset size (``b`` or, by default,
+    interpolated in log n from ``params.meta["gp_b"]`` measured by :func:`fit_irt`); v is the
+    variance of the naive estimator, P (1 - P) sum_i w_i^2 (N - n) / (N - 1) with P the p-IRT
+    estimate. Large n -> small v -> c near 1 (trust the answers); small n -> trust the IRT.
+    """
+    _require(params, endpoint_abilities, "gpirt")
+    obs = _observed(params, subset, y_subset)
+    naive, se_naive = _naive(obs)
+    pirt, se_pirt, gamma = _pirt(params, obs, ability_prior_std)
+    bias = _gp_b(params, obs.n, b)
+    var = _naive_var(pirt, obs)
+    c = bias**2 / (bias**2 + var) if bias**2 + var > 0 else 1.0
+    value = c * naive + (1.0 - c) * pirt
+    return Estimate(float(value), float(c * se_naive + (1 - c) * se_pirt),
+                    {"c": c, "b": bias, "v": var, "naive": naive, "pirt": pirt, "gamma": gamma,
+                     "n": obs.n, "N": obs.n_items})
+
+
+def _mpirt(params: IRTParams, obs: _Obs, ends: np.ndarray, constraint: str | None,
+           ridge: float) -> tuple[float, float, np.ndarray, np.ndarray]:
+    lam = fit_merge_weights(params, ends, obs.y, obs.idx, constraint=constraint, ridge=ridge)
+    gamma = ends.T @ lam
+    design = merge_design(params, ends, obs.idx)
+    p = expit(design @ lam - params.beta[obs.idx])
+    prec = (design * (p * (1 - p))[:, None]).T @ design
+    prec += (ridge if constraint == "ridge" else 1e-6) * np.eye(lam.size)
+    value, se = _irt_part(params, obs, gamma,
+                          lambda g: (ends @ g) @ np.linalg.solve(prec, ends @ g))
+    return value, se, lam, gamma
+
+
+def mpirt_estimate(params: IRTParams, subset: Subset, y_subset: np.ndarray,
+                   endpoint_abilities: np.ndarray | None = None, *,
+                   constraint: str | None = DEFAULT_LAMBDA_CONSTRAINT,
+                   ridge: float = DEFAULT_RIDGE) -> Estimate:
+    """mp-IRT (MERGE^3 eq. 4): p-IRT with the merged ability gamma = sum_j lambda_j gamma_j.
+
+    (n/N) mean_{D_bar} Y + (1 - n/N) mean_{D \\ D_bar} p_i(sum_j lambda_j gamma_j), lambda fitted
+    on the subset answers by :func:`fit_merge_weights` (``constraint``, ``ridge``).
+    """
+    ends = _require(params, endpoint_abilities, "mpirt")
+    obs = _observed(params, subset, y_subset)
+    value, se, lam, gamma = _mpirt(params, obs, ends, constraint, ridge)
+    return Estimate(value, se, {"lambda": lam, "gamma": gamma, "n": obs.n, "N": obs.n_items})
+
+
+def gmpirt_estimate(params: IRTParams, subset: Subset, y_subset: np.ndarray,
+                    endpoint_abilities: np.ndarray | None = None, *, c: float = 0.5,
+                    constraint: str | None = DEFAULT_LAMBDA_CONSTRAINT,
+                    ridge: float = DEFAULT_RIDGE) -> Estimate:
+    """gmp-IRT (MERGE^3 eq. 5): c * naive + (1 - c) * mp-IRT, paper default c = 1/2."""
+    ends = _require(params, endpoint_abilities, "gmpirt")
+    if not 0.0 <= c <= 1.0:
+        raise ValueError(f"c must be in [0, 1], got {c}")
+    obs = _observed(params, subset, y_subset)
+    naive, se_naive = _naive(obs)
+    mp, se_mp, lam, gamma = _mpirt(params, obs, ends, constraint, ridge)
+    return Estimate(float(c * naive + (1 - c) * mp), float(c * se_naive + (1 - c) * se_mp),
+                    {"c": c, "lambda": lam, "gamma": gamma, "naive": naive, "mpirt": mp,
+                     "n": obs.n, "N": obs.n_items})
+
+
+def endpoint_gp_weights(params: IRTParams, subset: Subset, endpoint_responses: np.ndarray,
+                        grid: np.ndarray | None = None, ability_prior_std: float = 1.0
+                        ) -> np.ndarray:
+    """Per-endpoint c_j of gmp-IRT* (MERGE^3 appendix C.2.3).
+
+    For endpoint j with full-data answers Y_j: estimate its accuracy from the subset as
+    c * naive_j + (1 - c) * p-IRT_j and pick the c of ``grid`` (default 0, 0.05, ..., 1) with
+    the smallest absolute error against mean(Y_j) (ties: the mean of the tied values).
+    """
+    resp = np.atleast_2d(np.asarray(endpoint_responses, dtype=float))
+    if resp.shape[1] != params.n_items:
+        raise ValueError(f"endpoint_responses must be (n_endpoints, {params.n_items}), "
+                         f"got {resp.shape}")
+    grid = np.linspace(0.0, 1.0, 21) if grid is None else np.asarray(grid, dtype=float)
+    out = []
+    for row in resp:
+        obs = _observed(params, subset, row[subset.indices])
+        naive, _ = _naive(obs)
+        pirt, _, _ = _pirt(params, obs, ability_prior_std)
+        err = np.abs(grid * naive + (1 - grid) * pirt - np.nanmean(row))
+        out.append(float(grid[np.isclose(err, err.min(), rtol=0, atol=1e-12)].mean()))
+    return np.asarray(out)
+
+
+def gmpirt_star_estimate(params: IRTParams, subset: Subset, y_subset: np.ndarray,
+                         endpoint_abilities: np.ndarray | None = None, *,
+                         endpoint_responses: np.ndarray | None = None,
+                         c_grid: np.ndarray | None = None,
+                         constraint: str | None = DEFAULT_LAMBDA_CONSTRAINT,
+                         ridge: float = DEFAULT_RIDGE) -> Estimate:
+    """gmp-IRT* (MERGE^3 appendix C.2.3): gmp-IRT with c = mean_j c_j from the endpoints.
+
+    c_j minimises the gp-IRT error of endpoint j estimated from the same subset
+    (:func:`endpoint_gp_weights`); ``endpoint_responses`` (n_endpoints, N) are the endpoints'
+    full-data 0/1 answers (NaN allowed).
+    """
+    ends = _require(params, endpoint_abilities, "gmpirt_star")
+    if endpoint_responses is None:
+        raise ValueError("gmpirt_star needs endpoint_responses (n_endpoints, n_items): the "
+                         "endpoints' full-data answers")
+    c_each = endpoint_gp_weights(params, subset, endpoint_responses, c_grid)
+    est = gmpirt_estimate(params, subset, y_subset, ends, c=float(c_each.mean()),
+                          constraint=constraint, ridge=ridge)
+    est.details["c_endpoints"] = c_each
+    return est
+
+
+ESTIMATORS: dict[str, Callable[..., Estimate]] = {
+    "naive": naive_estimate,
+    "pirt": pirt_estimate,
+    "gpirt": gpirt_estimate,
+    "mpirt": mpirt_estimate,
+    "gmpirt": gmpirt_estimate,
+    "gmpirt_star": gmpirt_star_estimate,
+}
+MERGE_AWARE = ("mpirt", "gmpirt", "gmpirt_star")
+
+
+def estimate_accuracy(estimator: str, params: IRTParams | None, subset: Subset,
+                      y_subset: np.ndarray, endpoint_abilities: np.ndarray | None = None,
+                      **kw: Any) -> Estimate:
+    """Estimate full-dataset accuracy with the registered ``estimator``.
+
+    Args:
+        estimator: one of :data:`ESTIMATORS`.
+        params: fitted item parameters (may be None only for "naive").
+        subset: the evaluation subset.
+        y_subset: 0/1 answers on ``subset.indices`` (same order; NaN = no answer).
+        endpoint_abilities: (n_endpoints, d), required by "mpirt", "gmpirt", "gmpirt_star".
+        **kw: estimator options (``b``, ``c``, ``constraint``, ``ridge``,
+            ``endpoint_responses`` for "gmpirt_star", ...).
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; valid: {sorted(ESTIMATORS)}")
+    return ESTIMATORS[estimator](params, subset, y_subset, endpoint_abilities, **kw)
