@@ -1,0 +1,29 @@
+"""Merging: MergeKit-exact merge methods, the search space, and the in-memory merger.
+
+* :data:`MERGE_METHODS` / :func:`merge_tensor`: pure tensor math per method (MergeKit 0.1.5).
+* :class:`MergeSpace`: genotype <-> Optuna distributions (stable names), per-tensor resolution
+  of blocks / filters, MergeKit YAML.
+* :class:`InMemoryMerger`: endpoints (dense or PEFT LoRA) read once from safetensors, merged and
+  written into a live full-precision or bitsandbytes nf4 model in place; export.
+
+This package is torch by nature; transformers / peft / bitsandbytes load where they are used.
+"""
+
+from ._export import export_merge, mergekit_yaml
+from ._merger import InMemoryMerger
+from ._methods import MERGE_METHODS, MethodSpec, merge_tensor
+from ._quant import QUANTIZATIONS
+from ._space import MergeSpace, gradient_value, layer_t
+
+__all__ = [
+    "MERGE_METHODS",
+    "QUANTIZATIONS",
+    "InMemoryMerger",
+    "MergeSpace",
+    "MethodSpec",
+    "export_merge",
+    "gradient_value",
+    "layer_t",
+    "merge_tensor",
+    "mergekit_yaml",
+]
