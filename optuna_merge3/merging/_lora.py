@@ -26,6 +26,8 @@ __all__ = ["LoraSource"]
 _KEY_RE = re.compile(r"^(?:base_model\.model\.)?(.+)\.(lora_A|lora_B|lora_embedding_A|"
                      r"lora_embedding_B)(?:\.[^.]+)?(?:\.weight)?$")
 
+_SAVED_RE = re.compile(r"^(?:base_model\.model\.)?(.+)\.base_layer\.weight$")
+
 
 def _pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
     """PEFT's rule: the first pattern key matching the end of the module name."""
@@ -60,7 +62,14 @@ class LoraSource:
         if not weights.is_file():
             raise ValueError(f"{self.path}: adapter_model.safetensors not found")
         factors: dict[str, dict[str, torch.Tensor]] = {}
+        # With embeddings among the targets PEFT also saves their full weight
+        # (``save_embedding_layers``): it replaces the base tensor of that module.
+        self._replaced: dict[str, torch.Tensor] = {}
         for key, tensor in load_file(str(weights)).items():
+            saved = _SAVED_RE.match(key)
+            if saved is not None:
+                self._replaced[f"{saved.group(1)}.weight"] = tensor
+                continue
             match = _KEY_RE.match(key)
             if match is None:
                 raise ValueError(f"{weights}: unsupported adapter tensor {key!r} (not lora_A/B)")
@@ -87,6 +96,10 @@ class LoraSource:
             if expected != base.shape(target):
                 raise ValueError(f"{weights}: delta of {module} has shape {expected}, base "
                                  f"tensor {base.shape(target)}")
+        for target, tensor in self._replaced.items():
+            if target not in base_names or tuple(tensor.shape) != base.shape(target):
+                raise ValueError(f"{weights}: saved weight {target!r} {tuple(tensor.shape)} does "
+                                 "not fit the base model (vocab size mismatch?)")
 
     @property
     def config_dir(self) -> Path:
@@ -94,7 +107,7 @@ class LoraSource:
 
     def adapted(self) -> list[str]:
         """Tensor names this adapter changes."""
-        return sorted(self._deltas)
+        return sorted(set(self._deltas) | set(self._replaced))
 
     def names(self) -> list[str]:
         return self.base.names()
@@ -122,7 +135,12 @@ class LoraSource:
     def get(self, name: str, device: torch.device, dtype: torch.dtype,
             base_tensor: torch.Tensor | None = None) -> torch.Tensor:
         """The endpoint tensor; ``base_tensor`` saves a second read of the base."""
-        base = base_tensor if base_tensor is not None else self.base.get(name, device, dtype)
+        if name in self._replaced:
+            base = self._replaced[name].to(device=device, dtype=dtype)
+        elif base_tensor is not None:
+            base = base_tensor
+        else:
+            base = self.base.get(name, device, dtype)
         if name not in self._deltas:
             return base
         return base + self.delta(name, device, base.dtype)
