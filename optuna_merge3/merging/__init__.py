@@ -9,11 +9,12 @@
 This package is torch by nature; transformers / peft / bitsandbytes load where they are used.
 """
 
-from ._export import export_merge, mergekit_yaml
+from ._export import export_merge, mergekit_config, mergekit_yaml
+from ._gradient import gradient_value, layer_t
 from ._merger import InMemoryMerger
 from ._methods import MERGE_METHODS, MethodSpec, merge_tensor
 from ._quant import QUANTIZATIONS
-from ._space import MergeSpace, gradient_value, layer_t
+from ._space import MergeSpace
 
 __all__ = [
     "MERGE_METHODS",
@@ -25,5 +26,6 @@ __all__ = [
     "gradient_value",
     "layer_t",
     "merge_tensor",
+    "mergekit_config",
     "mergekit_yaml",
 ]

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from optuna_merge3.merging._gradient import LAYER_RE
 from optuna_merge3.merging._quant import load_causal_lm, model_targets, write_tensor
 from optuna_merge3.merging._sources import DenseSource, open_source
 from optuna_merge3.merging._space import MergeSpace
@@ -119,14 +120,12 @@ class InMemoryMerger:
         return names
 
     def _count_layers(self) -> int:
-        from optuna_merge3.merging._space import _LAYER_RE
-
         config = self._reference.config()
         text = config.get("text_config", config)
         for key in ("num_hidden_layers", "n_layer", "num_layers"):
             if isinstance(text.get(key), int):
                 return int(text[key])
-        found = [int(m.group(1)) for n in self.tensor_names if (m := _LAYER_RE.search(n))]
+        found = [int(m.group(1)) for n in self.tensor_names if (m := LAYER_RE.search(n))]
         return max(found) + 1 if found else 1
 
     def _read_inputs(self, name: str) -> dict[str, torch.Tensor]:

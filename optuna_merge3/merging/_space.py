@@ -18,13 +18,13 @@ substrings of the tensor name, the first matching filter wins, ``rest`` catches 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["MergeSpace", "gradient_value", "layer_t"]
+from optuna_merge3.merging._gradient import gradient_value, layer_t
 
-_LAYER_RE = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)\.")
+__all__ = ["MergeSpace"]
+
 _CONFIG_KEYS = ("method", "base", "endpoints", "search", "fixed", "blocks", "filters", "split")
 # Methods whose first endpoint plays MergeKit's ``base_model`` (t = 0) and whose second is
 # interpolated towards (t = 1); the study's base model only provides the architecture.
@@ -32,27 +32,6 @@ _PAIR_METHODS = ("slerp",)
 # Methods that use a base model when one is given but also run without one (MergeKit:
 # ``BasePolicy.OPTIONAL``); for the others ``base_model`` would become one more input.
 _BASE_OPTIONAL = ("nuslerp",)
-
-
-def layer_t(tensor_name: str, n_layers: int) -> float:
-    """MergeKit's gradient position of a tensor: ``layer / (n_layers - 1)``, 0 outside layers."""
-    match = _LAYER_RE.search(tensor_name)
-    if match is None:
-        return 0.0
-    if n_layers <= 1:
-        return 1.0
-    return int(match.group(1)) / (n_layers - 1)
-
-
-def gradient_value(values: Sequence[float], t: float) -> float:
-    """Read a MergeKit gradient at ``t`` (``mergekit.config.evaluate_setting``, same float ops)."""
-    if len(values) == 1:
-        return float(values[0])
-    scaled = t * (len(values) - 1)
-    i0 = int(scaled)
-    i1 = min(len(values) - 1, i0 + 1)
-    frac = scaled - i0
-    return float((1 - frac) * values[i0] + frac * values[i1])
 
 
 def _methods() -> Mapping[str, Any]:
@@ -417,25 +396,6 @@ class MergeSpace:
         return per_endpoint, options
 
     # -- MergeKit and resume ---------------------------------------------------------------------
-    def _setting(self, params: Mapping[str, float], param: str, endpoint: str | None) -> Any:
-        kind, value = self._slots[(param, endpoint)]
-        if kind == "fixed":
-            return value
-        prefix = f"{param}/{endpoint}" if endpoint else param
-        groups = self._groups(param)
-        names = sorted({g for g, _ in groups}, key=[g for g, _ in groups].index)
-
-        def values(group: str | None) -> Any:
-            vals = [float(params[self._gene(prefix, g, b)]) for g, b in groups if g == group]
-            return vals[0] if len(vals) == 1 else vals
-
-        if names == [None]:
-            return values(None)
-        return [
-            {"filter": g, "value": values(g)} if g != "rest" else {"value": values(g)}
-            for g in names
-        ]
-
     def to_mergekit_config(
         self,
         params: Mapping[str, float],
@@ -446,31 +406,12 @@ class MergeSpace:
         """A ``mergekit-yaml`` config (as a dict) that reproduces this genotype's tensors.
 
         Per-endpoint values go to ``models[i].parameters``, global ones to ``parameters``; block
-        gradients become MergeKit lists and filters ``[{filter, value}, ..., {value}]``.
+        gradients become MergeKit lists and filters ``[{filter, value}, ..., {value}]``; slerp's
+        first endpoint is ``base_model``. See :func:`~optuna_merge3.merging.mergekit_config`.
         """
-        params = self.validate(params)
-        missing = [e for e in self.endpoints if e not in endpoint_paths]
-        if missing:
-            raise ValueError(f"to_mergekit_config: no path for endpoint(s) {missing}")
-        models = []
-        for e in self.endpoints:
-            entry: dict[str, Any] = {"model": str(endpoint_paths[e])}
-            if e in self.math_endpoints and self.tensor_params:
-                entry["parameters"] = {
-                    p: self._setting(params, p, e) for p in self.tensor_params
-                }
-            models.append(entry)
-        config: dict[str, Any] = {"merge_method": self.method, "models": models}
-        if self.math_base == "base":
-            if base_path is None:
-                raise ValueError(f"to_mergekit_config: {self.method} needs base_path")
-            config["base_model"] = str(base_path)
-        elif self.math_base is not None:
-            config["base_model"] = str(endpoint_paths[self.math_base])
-        if self.global_params:
-            config["parameters"] = {p: self._setting(params, p, None) for p in self.global_params}
-        config["dtype"] = dtype
-        return config
+        from optuna_merge3.merging._export import mergekit_config
+
+        return mergekit_config(self, params, base_path, endpoint_paths, dtype)
 
     def signature(self) -> dict[str, Any]:
         """A JSON-able description; a resume with a different signature must be refused."""
