@@ -57,7 +57,7 @@ class _Obs:
     idx: np.ndarray  # observed item indices
     y: np.ndarray  # their answers
     w: np.ndarray  # their weights, renormalised
-    n_items: int  # N
+    n_items: int | None  # N (None: unknown, naive without params)
 
     @property
     def n(self) -> int:
@@ -80,12 +80,15 @@ def _observed(params: IRTParams | None, subset: Subset, y_subset: np.ndarray) ->
         raise ValueError(f"subset index {subset.indices.max()} out of range for {n_items} items")
     w = subset.weights[keep]
     w = w / w.sum() if w.sum() > 0 else np.full(w.size, 1.0 / w.size)
-    return _Obs(subset.indices[keep], y[keep], w, n_items or int(subset.indices.max()) + 1)
+    return _Obs(subset.indices[keep], y[keep], w, n_items)
 
 
 def _naive_var(acc: float, obs: _Obs) -> float:
     """Variance of the weighted subset mean as an estimate of the mean over N items."""
-    fpc = (obs.n_items - obs.n) / (obs.n_items - 1) if obs.n_items > 1 else 0.0
+    if obs.n_items is None:  # dataset size unknown: no finite-population correction
+        fpc = 1.0
+    else:
+        fpc = (obs.n_items - obs.n) / (obs.n_items - 1) if obs.n_items > 1 else 0.0
     return float(acc * (1.0 - acc) * np.sum(obs.w**2) * max(fpc, 0.0))
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +10,6 @@ from threadpoolctl import threadpool_limits
 
 from optuna_merge3.irt import IRTParams, fit_irt
 from optuna_merge3.irt._simulate import SyntheticWorld, make_world
-
-DATA_DIR = Path(__file__).resolve().parents[2] / "../shared/data/leaderboard/metabench"
 
 
 @pytest.fixture(autouse=True, scope="session")
