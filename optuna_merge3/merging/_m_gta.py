@@ -7,10 +7,21 @@ outlier band, DELLA rank-dependent Bernoulli), weighted, optionally sign-elected
 2023: "sum" = sign of the weighted sum, "count" = majority of signs), summed, optionally divided by
 the sum of the weights that agree with the elected sign (``normalize``), scaled by ``lambda`` and
 added to the base. All arithmetic is done in the inputs' dtype, as MergeKit does.
+
+Speed without changing a bit: MergeKit materialises ``(n, *shape)`` stacks and a dozen full-size
+temporaries per tensor; on CPU each fresh large allocation costs page faults that dominate the
+arithmetic, and boolean masks take slow kernels. Here the element-wise part (phase 2) runs over
+chunks of the flattened tensor with float 0/1 masks, in buffers reused across calls (a
+thread-local CPU workspace). The steps that need the whole tensor run first (phase 1): random
+masks, drawn endpoint after endpoint in MergeKit's order, and the L1 norms for ``rescale``, summed
+over a full-size buffer exactly as MergeKit's ``masked.abs().sum()`` (same values, same reduction).
+Every product and sum sees the same operands in the same order as MergeKit's, so results are
+bit-identical (tests compare with ``torch.equal``).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,7 +29,31 @@ import torch
 
 from optuna_merge3.merging import _sparsify
 
-__all__ = ["get_mask", "merge_gta", "task_vectors"]
+__all__ = ["merge_gta", "task_vectors"]
+
+# Chunk of the flattened tensor for the element-wise phase on CPU: (n endpoints x chunk)
+# temporaries stay in L2/L3 cache. On accelerators (caching allocators, kernel-launch overhead)
+# the whole tensor is one chunk and no workspace is kept.
+_CPU_CHUNK = 1 << 17
+
+_local = threading.local()
+
+
+def _workspace(name: str, numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A flat CPU buffer reused across calls and tensors (grown to the largest one)."""
+    if device.type != "cpu":
+        return torch.empty(numel, dtype=dtype, device=device)
+    store = _local.__dict__.setdefault("buffers", {})
+    buf = store.get((name, dtype))
+    if buf is None or buf.numel() < numel:
+        buf = torch.empty(numel, dtype=dtype)
+        store[(name, dtype)] = buf
+    return buf[:numel]
+
+
+def release_workspace() -> None:
+    """Free this thread's CPU workspace (it is rebuilt on the next merge)."""
+    _local.__dict__.pop("buffers", None)
 
 
 def task_vectors(
@@ -33,41 +68,117 @@ def task_vectors(
     return tvs
 
 
-def get_mask(delta: torch.Tensor, method: str, mask_dtype: torch.dtype) -> torch.Tensor:
-    """TIES sign election over dim 0 (MergeKit ``get_mask``): True where a delta agrees."""
-    sign = delta.sign().to(mask_dtype)
-    if method == "sum":
-        majority_sign = (delta.sum(dim=0) >= 0).to(mask_dtype) * 2 - 1
-    elif method == "count":
-        majority_sign = (sign.sum(dim=0) >= 0).to(mask_dtype) * 2 - 1
-    else:
-        raise ValueError(f"Unknown consensus_method {method!r}; valid: 'count', 'sum'")
-    return sign == majority_sign
+class _Endpoint:
+    """How one endpoint's sparsified, weighted task vector is produced chunk by chunk."""
+
+    __slots__ = ("j", "tv", "kind", "ranks", "lo", "hi", "masked", "wd", "scale", "weight")
+
+    def __init__(self, j: int, tv: torch.Tensor) -> None:
+        self.j = j
+        self.tv = tv.reshape(-1)
+        self.kind = "dense"  # dense | zero | rank | stored
+        self.ranks: torch.Tensor | None = None  # int32 magnitude ranks (rank kind)
+        self.lo = self.hi = 0  # keep ranks in [lo, hi)
+        self.masked: torch.Tensor | None = None  # stored kind: tensor * random mask, work dtype
+        self.wd = tv.dtype
+        self.scale: torch.Tensor | None = None  # L1 rescale factor before / after
+        self.weight: torch.Tensor | None = None
+
+    def rank_mask(self, s: int, e: int) -> torch.Tensor:
+        """Float 0/1 mask of ranks in ``[lo, hi)`` on elements ``s:e`` (integer clamps)."""
+        r = self.ranks[s:e]
+        keep = torch.sub(self.hi, r).clamp_(0, 1)
+        if self.lo > 0:
+            keep.mul_(torch.sub(r, self.lo - 1).clamp_(0, 1))
+        out = _workspace("mask", e - s, self.tv.dtype, self.tv.device)
+        return out.copy_(keep)
+
+    def masked_abs(self, s: int, e: int, out: torch.Tensor) -> None:
+        """``|tensor * mask|`` on elements ``s:e`` (MergeKit's ``masked.abs()``)."""
+        if self.kind == "stored":
+            torch.abs(self.masked[s:e], out=out)
+        else:
+            torch.mul(torch.abs(self.tv[s:e]), self.rank_mask(s, e), out=out)
+
+    def write(self, s: int, e: int, out: torch.Tensor) -> None:
+        """``out = sparsified[s:e] * weight`` with MergeKit's operands and roundings:
+        ``tensor * mask``, then ``* (before / after)`` when rescaled, then ``* weight``."""
+        if self.kind == "zero":
+            out.zero_()
+            return
+        if self.kind == "dense":
+            torch.mul(self.tv[s:e], self.weight, out=out)
+            return
+        if self.kind == "rank":
+            torch.mul(self.tv[s:e], self.rank_mask(s, e), out=out)
+            if self.scale is not None:
+                out.mul_(self.scale)
+        else:
+            src = self.masked[s:e]
+            if self.scale is not None:
+                src = src * self.scale
+            out.copy_(src)  # MergeKit's ``.to(tensor.dtype)`` from the work dtype
+        out.mul_(self.weight)
 
 
-def _sparsify_one(
-    sparsification: str | None,
+def _prepare(
+    j: int,
     tv: torch.Tensor,
-    params: Mapping[str, float],
+    sparsification: str | None,
+    p: Mapping[str, float],
     rescale: bool,
     generator: torch.Generator | None,
     cache: dict | None,
-    key: int,
-) -> torch.Tensor:
-    density = params["density"]
-    if sparsification is None:
-        return tv
+    chunk: int,
+) -> _Endpoint:
+    """Phase 1 for endpoint ``j``: ranks, random draws (MergeKit's order) and L1 rescale factor."""
+    ep = _Endpoint(j, tv)
+    density = p["density"]
+    if sparsification is None or density >= 1 or tv.numel() == 0:
+        return ep
+    numel = tv.numel()
     if sparsification == "magnitude":
-        return _sparsify.magnitude(tv, density, rescale, cache, key)
-    if sparsification == "random":
-        return _sparsify.bernoulli(tv, density, rescale, generator, cache, key)
-    if sparsification == "magnitude_outliers":
-        return _sparsify.magnitude_outliers(tv, density, params["gamma"], rescale, cache, key)
-    if sparsification == "della_magprune":
-        return _sparsify.della_magprune(
-            tv, density, params["epsilon"], rescale, generator, cache, key
-        )
-    raise ValueError(f"Unknown sparsification {sparsification!r}")
+        if density <= 0:
+            ep.kind = "zero"
+            return ep
+        ep.kind, ep.hi = "rank", max(1, int(density * numel))
+        ep.ranks = _sparsify.magnitude_ranks(tv, cache, j)
+    elif sparsification == "magnitude_outliers":
+        target_n, n_top = int(density * numel), int(p["gamma"] * numel)
+        ep.lo = max(0, numel - target_n - n_top)
+        ep.kind, ep.hi = "rank", ep.lo + target_n
+        ep.ranks = _sparsify.outlier_ranks(tv, cache, j)
+    elif sparsification in ("random", "della_magprune"):
+        ep.kind, ep.wd = "stored", _sparsify.work_dtype(tv)
+        if sparsification == "della_magprune":
+            eps = p["epsilon"]
+            if density <= 0:
+                ep.kind = "zero"
+                return ep
+            _sparsify.check_della(density, eps)
+            rank_norm = _sparsify.della_rank_norm(tv, cache, j).reshape(-1)
+        ep.masked = _workspace(f"masked{j}", numel, ep.wd, tv.device)
+        probs = _workspace("probs", min(chunk, numel), ep.wd, tv.device)
+        for s in range(0, numel, chunk):
+            e = min(s + chunk, numel)
+            if sparsification == "random":  # MergeKit: full_like(tensor, density)
+                pc = probs[: e - s].fill_(density)
+            else:  # MergeKit: (density - epsilon) + rank_norm * 2 * epsilon
+                pc = torch.add(rank_norm[s:e] * 2 * eps, density - eps, out=probs[: e - s])
+            mask = torch.bernoulli(pc, generator=generator)
+            torch.mul(ep.tv[s:e].to(ep.wd), mask, out=ep.masked[s:e])
+    else:
+        raise ValueError(f"Unknown sparsification {sparsification!r}")
+    if rescale:
+        before = _sparsify.l1_norm(tv, ep.wd, cache, j)
+        scratch = _workspace("scratch", numel, ep.wd, tv.device)
+        for s in range(0, numel, chunk):
+            e = min(s + chunk, numel)
+            ep.masked_abs(s, e, scratch[s:e])
+        after = scratch.sum()
+        if not (before < _sparsify.RESCALE_EPS or after < _sparsify.RESCALE_EPS):
+            ep.scale = before / after
+    return ep
 
 
 def merge_gta(
@@ -83,39 +194,59 @@ def merge_gta(
 ) -> torch.Tensor:
     """MergeKit's ``GeneralizedTaskArithmeticMerge.merge_group`` for one tensor.
 
-    Random masks are drawn endpoint by endpoint in ``tensors`` order, one draw per endpoint
-    whose density is below 1 (MergeKit's order within a tensor group).
+    Random masks are drawn endpoint by endpoint in ``tensors`` order, one draw per element of
+    each endpoint whose density is below 1 (MergeKit's order within a tensor group).
     """
     if not tensors:
         return base
+    if consensus not in (None, "sum", "count"):
+        raise ValueError(f"Unknown consensus_method {consensus!r}; valid: 'count', 'sum'")
     tvs = task_vectors(base, tensors, cache)
-    n = len(tvs)
-    deltas = base.new_empty((n, *base.shape))
-    for j, tv in enumerate(tvs):
-        deltas[j] = _sparsify_one(
-            sparsification, tv, params[j], bool(options["rescale"]), generator, cache, j
-        )
-    weights = torch.tensor([p["weight"] for p in params], dtype=deltas.dtype, device=deltas.device)
-    while deltas.dim() > weights.dim():
-        weights.unsqueeze_(-1)
-    deltas.mul_(weights)
+    numel, n, dtype = base.numel(), len(tvs), base.dtype
+    chunk = _CPU_CHUNK if base.device.type == "cpu" else max(numel, 1)
+    rescale = bool(options["rescale"])
+    eps = [
+        _prepare(j, tv, sparsification, params[j], rescale, generator, cache, chunk)
+        for j, tv in enumerate(tvs)
+    ]
 
-    if consensus:
-        mask_dtype = torch.int8 if options["int8_mask"] else base.dtype
-        mask = get_mask(deltas, consensus, mask_dtype)
-        mixed_delta = (deltas * mask).sum(dim=0)
-        divisor = (weights * mask).sum(dim=0)
-        divisor[divisor == 0] = 1
-        del mask
-    else:
-        mixed_delta = deltas.sum(dim=0)
+    weights = torch.tensor([p["weight"] for p in params], dtype=dtype, device=base.device)
+    for ep, w in zip(eps, weights, strict=True):
+        ep.weight = w
+    weights = weights.unsqueeze(-1)  # (n, 1), broadcast over a chunk as MergeKit's (n, 1, ...)
+    # ``int8_mask`` only sets the dtype of MergeKit's sign comparison; the mask it yields is
+    # boolean either way, so it changes no value.
+    normalize, lam = bool(options["normalize"]), options["lambda"]
+    if not consensus:
         divisor = weights.sum(dim=0)
         divisor[divisor.abs() < 1e-8] = 1
-    del deltas
-
-    if options["normalize"]:
-        mixed_delta /= divisor
-    lam = options["lambda"]
-    if lam != 1:
-        mixed_delta *= lam
-    return (base + mixed_delta).to(base.dtype)
+    one = torch.ones((), dtype=dtype, device=base.device)
+    flat_base = base.reshape(-1)
+    out = torch.empty_like(flat_base)
+    size = min(chunk, numel)
+    stack = _workspace("stack", n * size, dtype, base.device).view(n, size)
+    for s in range(0, numel, chunk):
+        e = min(s + chunk, numel)
+        deltas = stack[:, : e - s]
+        for j, ep in enumerate(eps):
+            ep.write(s, e, deltas[j])
+        if consensus:
+            # MergeKit: mask = sign(delta) == elected (+1 where the sum over endpoints of delta,
+            # or of sign(delta) for "count", is >= 0, else -1); mixed = (delta * mask).sum(0),
+            # divisor = (weights * mask).sum(0). With float masks: agree = clamp(sign * e, 0, 1)
+            # and e = copysign(1, sum): the sum is -0.0 only if every delta is a zero, which
+            # agrees with neither sign.
+            sign = torch.sign(deltas)
+            total = deltas.sum(dim=0) if consensus == "sum" else sign.sum(dim=0)
+            agree = sign.mul_(torch.copysign(one, total)).clamp_(0, 1)
+            mixed_delta = deltas.mul_(agree).sum(dim=0)
+            divisor = agree.mul_(weights).sum(dim=0)
+            divisor.add_(torch.sign(divisor.abs()).neg_().add_(1))  # MergeKit: 0 -> 1
+        else:
+            mixed_delta = deltas.sum(dim=0)
+        if normalize:
+            mixed_delta /= divisor
+        if lam != 1:
+            mixed_delta *= lam
+        torch.add(flat_base[s:e], mixed_delta, out=out[s:e])
+    return out.reshape(base.shape)

@@ -4,13 +4,14 @@ MergeKit sorts every task vector on every merge (TIES, breadcrumbs, DELLA). The 
 a task vector does not depend on the searched coefficients, so here it is computed once per tensor
 (with the very same `argsort` / `sort` call MergeKit makes, so ties break identically) and kept in
 the caller's per-tensor ``cache`` as int32 ranks (DELLA: as its normalised rank tensor). A trial
-then turns a density into a mask with one comparison, and the masked tensor, the L1 rescaling and
-the random draws are the same operations, in the same order and dtype, as MergeKit's.
+then turns a density into a mask with one comparison (`_m_gta.py`), and the masked tensor, the L1
+rescaling and the random draws are the same operations, in the same order and dtype, as MergeKit's.
 
-Random draws (DARE, DELLA) use ``torch.bernoulli(p, generator=generator)`` on a tensor ``p`` of
-the same shape and dtype MergeKit builds, so a generator seeded ``S`` yields exactly the masks
+Random draws (DARE, DELLA) use ``torch.bernoulli(p, generator=generator)`` on tensors ``p`` of
+the dtype MergeKit builds, with the same values in the same element order, so a generator seeded ``S`` yields exactly the masks
 MergeKit draws from the global RNG after ``torch.manual_seed(S)`` for the same call sequence (the
-CPU kernel draws one value per element in order and is independent of the thread count).
+CPU kernel draws one value per element in order, so drawing a tensor chunk by chunk gives the same
+mask, and it is independent of the thread count).
 """
 
 from __future__ import annotations
@@ -20,15 +21,17 @@ from collections.abc import Callable
 import torch
 
 __all__ = [
-    "bernoulli",
-    "della_magprune",
-    "magnitude",
-    "magnitude_outliers",
+    "RESCALE_EPS",
+    "check_della",
+    "della_rank_norm",
+    "l1_norm",
+    "magnitude_ranks",
+    "outlier_ranks",
     "work_dtype",
 ]
 
 # MergeKit's `rescaled_masked_tensor` treats L1 norms below this as zero (no rescaling).
-_RESCALE_EPS = 1e-7
+RESCALE_EPS = 1e-7
 
 
 def _cached(cache: dict | None, key: object, build: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -52,20 +55,6 @@ def work_dtype(tensor: torch.Tensor) -> torch.dtype:
     return torch.float32
 
 
-def _rescaled_masked(
-    tensor: torch.Tensor, mask: torch.Tensor, rescale: bool, l1_before: torch.Tensor | None
-) -> torch.Tensor:
-    """MergeKit's ``rescaled_masked_tensor`` with norm L1 (or none); ``l1_before`` may be cached."""
-    masked = tensor * mask
-    if not rescale:
-        return masked
-    before = tensor.abs().sum() if l1_before is None else l1_before
-    after = masked.abs().sum()
-    if before < _RESCALE_EPS or after < _RESCALE_EPS:
-        return masked
-    return masked * (before / after)
-
-
 def _ranks_from_order(order: torch.Tensor) -> torch.Tensor:
     """Invert a permutation: ``rank[order[i]] = i`` as int32 (4 bytes per element)."""
     ranks = torch.empty(order.numel(), dtype=torch.int32, device=order.device)
@@ -79,124 +68,62 @@ def _abs_flat(tensor: torch.Tensor) -> torch.Tensor:
     return w.float() if w.device.type == "cpu" else w
 
 
-def magnitude(
-    tensor: torch.Tensor,
-    density: float,
-    rescale: bool,
-    cache: dict | None = None,
-    key: object = None,
-) -> torch.Tensor:
-    """Keep the ``density`` fraction of largest-magnitude entries (TIES; MergeKit ``magnitude``).
+def magnitude_ranks(tensor: torch.Tensor, cache: dict | None, key: object) -> torch.Tensor:
+    """Flat int32 rank of each entry in MergeKit's ``argsort(|x|, descending=True)`` (TIES).
 
-    Exactly the entries at positions ``[:k]`` of MergeKit's ``argsort(|x|, descending=True)``
-    with ``k = max(1, int(density * numel))`` are kept; ranks come from the cache.
+    MergeKit's ``magnitude`` keeps the entries at positions ``[:k]``, i.e. ``rank < k``.
     """
-    if density >= 1:
-        return tensor
-    if density <= 0 or tensor.numel() == 0:
-        return torch.zeros_like(tensor)
-    k = max(1, int(density * tensor.numel()))
-    ranks = _cached(
+    return _cached(
         cache,
         ("rank_desc", key),
         lambda: _ranks_from_order(torch.argsort(_abs_flat(tensor), descending=True)),
     )
-    mask = (ranks < k).to(tensor.dtype).reshape_as(tensor)
-    l1 = _cached(cache, ("l1", key, tensor.dtype), lambda: tensor.abs().sum()) if rescale else None
-    return _rescaled_masked(tensor, mask, rescale, l1)
 
 
-def magnitude_outliers(
-    tensor: torch.Tensor,
-    density: float,
-    gamma: float,
-    rescale: bool,
-    cache: dict | None = None,
-    key: object = None,
-) -> torch.Tensor:
-    """Model Breadcrumbs (MergeKit ``magnitude_outliers``): drop the ``gamma`` largest entries,
-    then the smallest, keeping ``int(density * numel)`` entries of the ascending magnitude order.
+def outlier_ranks(tensor: torch.Tensor, cache: dict | None, key: object) -> torch.Tensor:
+    """Flat int32 rank in MergeKit's ascending ``sort(|x|)`` (Model Breadcrumbs).
+
+    MergeKit's ``magnitude_outliers`` keeps positions ``[n_bot, n_bot + int(density * numel))``
+    with ``n_bot = max(0, numel - int(density * numel) - int(gamma * numel))``.
     """
-    if density >= 1:
-        return tensor
-    num = tensor.numel()
-    target_n = int(density * num)
-    n_top = int(gamma * num)
-    n_bot = max(0, num - target_n - n_top)
-    ranks = _cached(
+    return _cached(
         cache,
         ("rank_asc", key),
         lambda: _ranks_from_order(torch.sort(_abs_flat(tensor), descending=False).indices),
     )
-    mask = ((ranks >= n_bot) & (ranks < n_bot + target_n)).to(tensor.dtype).reshape_as(tensor)
-    l1 = _cached(cache, ("l1", key, tensor.dtype), lambda: tensor.abs().sum()) if rescale else None
-    return _rescaled_masked(tensor, mask, rescale, l1)
 
 
-def bernoulli(
-    tensor: torch.Tensor,
-    density: float,
-    rescale: bool,
-    generator: torch.Generator | None,
-    cache: dict | None = None,
-    key: object = None,
-) -> torch.Tensor:
-    """DARE (MergeKit ``bernoulli``): keep each entry with probability ``density``; ``rescale``
-    restores the L1 norm of the task vector (MergeKit's ``rescale_norm=l1``).
-
-    Draws one ``torch.bernoulli`` over a ``full_like(tensor, density)`` in MergeKit's working
-    dtype (bf16 stays bf16, so the probability is rounded to bf16 as in MergeKit).
+def della_rank_norm(tensor: torch.Tensor, cache: dict | None, key: object) -> torch.Tensor:
+    """Row-wise normalised magnitude ranks in [0, 1] (a 1-D tensor is one row), computed with
+    the same operations and work dtype as MergeKit's ``della_magprune``; its keep probability is
+    ``(density - epsilon) + rank_norm * 2 * epsilon`` (Deep et al. 2024, MagPrune).
     """
-    if density >= 1:
-        return tensor
-    wd = work_dtype(tensor)
-    probs = torch.full_like(tensor, density, dtype=wd)
-    mask = torch.bernoulli(probs, generator=generator)
-    del probs
-    work = tensor.to(wd)
-    l1 = _cached(cache, ("l1", key, wd), lambda: work.abs().sum()) if rescale else None
-    return _rescaled_masked(work, mask, rescale, l1).to(tensor.dtype)
+
+    def build() -> torch.Tensor:
+        wd = work_dtype(tensor)
+        t2 = tensor.unsqueeze(0) if tensor.dim() < 2 else tensor
+        sorted_indices = torch.argsort(t2.abs(), dim=1, descending=False)
+        ranks = sorted_indices.argsort(dim=1).to(wd) + 1
+        del sorted_indices
+        min_ranks = ranks.min(dim=1, keepdim=True).values
+        max_ranks = ranks.max(dim=1, keepdim=True).values
+        return ((ranks - min_ranks) / (max_ranks - min_ranks)).clamp(0, 1)
+
+    return _cached(cache, ("della_rank", key), build)
 
 
-def _della_rank_norm(tensor2d: torch.Tensor, wd: torch.dtype) -> torch.Tensor:
-    """Row-wise normalised magnitude ranks in [0, 1], the same ops as MergeKit's DELLA."""
-    magnitudes = tensor2d.abs()
-    sorted_indices = torch.argsort(magnitudes, dim=1, descending=False)
-    ranks = sorted_indices.argsort(dim=1).to(wd) + 1
-    del sorted_indices
-    min_ranks = ranks.min(dim=1, keepdim=True).values
-    max_ranks = ranks.max(dim=1, keepdim=True).values
-    return ((ranks - min_ranks) / (max_ranks - min_ranks)).clamp(0, 1)
-
-
-def della_magprune(
-    tensor: torch.Tensor,
-    density: float,
-    epsilon: float,
-    rescale: bool,
-    generator: torch.Generator | None,
-    cache: dict | None = None,
-    key: object = None,
-) -> torch.Tensor:
-    """DELLA MagPrune (MergeKit ``della_magprune``): per row, keep probabilities rise linearly
-    with the magnitude rank from ``density - epsilon`` to ``density + epsilon``.
+def check_della(density: float, epsilon: float) -> None:
+    """MergeKit's DELLA parameter check (same message).
 
     Raises:
-        ValueError: if ``density +/- epsilon`` leaves (0, 1) (MergeKit's check and message).
+        ValueError: if ``density +/- epsilon`` leaves (0, 1).
     """
-    if density >= 1:
-        return tensor
-    if density <= 0:
-        return torch.zeros_like(tensor)
     if density + epsilon >= 1 or density - epsilon <= 0:
         raise ValueError("Epsilon must be chosen such that density +/- epsilon is in (0, 1)")
-    orig_shape = tensor.shape
-    wd = work_dtype(tensor)
-    t2 = tensor.unsqueeze(0) if tensor.dim() < 2 else tensor
-    rank_norm = _cached(cache, ("della_rank", key), lambda: _della_rank_norm(t2, wd))
-    probs = (density - epsilon) + rank_norm * 2 * epsilon
-    mask = torch.bernoulli(probs, generator=generator).to(wd)
-    del probs
-    work = t2.to(wd)
-    l1 = _cached(cache, ("l1", key, wd), lambda: work.abs().sum()) if rescale else None
-    return _rescaled_masked(work, mask, rescale, l1).to(tensor.dtype).reshape(orig_shape)
+
+
+def l1_norm(
+    tensor: torch.Tensor, dtype: torch.dtype, cache: dict | None, key: object
+) -> torch.Tensor:
+    """``tensor.to(dtype).abs().sum()``: the L1 norm MergeKit restores with ``rescale``."""
+    return _cached(cache, ("l1", key, dtype), lambda: tensor.to(dtype).abs().sum())
