@@ -205,7 +205,11 @@ def create_or_resume_study(
     if [d.name.lower() for d in study.directions] != [d.lower() for d in directions]:
         raise SignatureMismatchError(f"study {name!r}: stored directions differ from {directions}")
     if metric_names and study.metric_names is None:
-        study.set_metric_names(metric_names)
+        import warnings
+
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.2, stable in practice
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(metric_names)
     return study, resumed
 
 

@@ -1,0 +1,156 @@
+"""``optuna-merge3`` command line: run | estimate | best | export | report | dashboard.
+
+The CLI is the only place that prints; the library logs. Every command takes the study's TOML
+config, so a resumed study, a second worker or a later ``export`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _runner(args: argparse.Namespace) -> Any:
+    from optuna_merge3.runner import StudyRunner
+
+    return StudyRunner(args.config, storage=args.storage, progress=_say)
+
+
+def _print_results(runner: Any, truth: bool = True) -> list[Any]:
+    from optuna_merge3.report import results_table
+
+    rows = runner.summary(with_truth=truth)
+    _say("")
+    _say("Pareto front (est. = MERGE^3 fitness the search saw; full = accuracy on all items):"
+         if len(runner.config.tasks) > 1 else "Best trial, endpoints and the uniform merge:")
+    _say(results_table(rows, [t.name for t in runner.config.tasks]))
+    return rows
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from optuna_merge3.report import write_report
+
+    runner = _runner(args)
+    started = time.perf_counter()
+    runner.open_study(heartbeat_interval=args.heartbeat)
+    study = runner.run(n_trials=args.n_trials, show_progress=True)
+    _say(f"[evolve] done in {time.perf_counter() - started:.1f} s")
+    rows = _print_results(runner)
+    png, md = write_report(study, rows, [t.name for t in runner.config.tasks],
+                           runner.config.out_dir)
+    _say(f"\nReport: {png} and {md}")
+    _say(f"Inspect: optuna-merge3 dashboard {args.config}   "
+         f"(or: optuna-dashboard {runner.storage} --artifact-dir "
+         f"{runner.config.out_dir / 'artifacts'})")
+    _say(f"Export a merge: optuna-merge3 export {args.config} TRIAL --out merged/")
+    return 0
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    import json
+
+    runner = _runner(args)
+    setup = runner.setup
+    _say(json.dumps(setup.summary(), indent=1))
+    _say(f"[estimate] done in {setup.seconds:.1f} s (cached under {runner.config.out_dir})")
+    return 0
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    _print_results(_runner(args), truth=not args.no_truth)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    out = _runner(args).export(args.trial, args.out)
+    _say(f"exported trial {args.trial} to {out} (save_pretrained + tokenizer + mergekit.yaml)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from optuna_merge3.report import write_report
+
+    runner = _runner(args)
+    rows = _print_results(runner)
+    png, md = write_report(runner.open_study(), rows, [t.name for t in runner.config.tasks],
+                           args.out or runner.config.out_dir)
+    _say(f"Report: {png} and {md}")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from optuna_dashboard import run_server
+
+    runner = _runner(args)
+    runner.open_study()  # refuses a changed config before serving a stale view
+    _say(f"optuna-dashboard on http://{args.host}:{args.port} (Ctrl-C to stop)")
+    run_server(runner.storage, host=args.host, port=args.port,
+               artifact_store=runner.artifact_store)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for the docs and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="optuna-merge3",
+        description="Evolutionary model merging with MERGE^3 fitness estimation, on Optuna.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Any, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("config", help="study TOML file (e.g. studies/tiny_world.toml)")
+        p.add_argument("--storage", help="override the storage URL / journal file of the config")
+        p.set_defaults(func=func)
+        return p
+
+    run = add("run", cmd_run, "Extract, Estimate (cached) and Evolve; resumes a study.")
+    run.add_argument("--n-trials", type=int, help="global budget of complete trials")
+    run.add_argument("--heartbeat", type=int, default=None,
+                     help="heartbeat seconds (RDB storage): retries trials of killed workers")
+    add("estimate", cmd_estimate, "Only Extract and Estimate (IRT fit, endpoint abilities).")
+    best = add("best", cmd_best, "Print the Pareto front / best trial next to the endpoints.")
+    best.add_argument("--no-truth", action="store_true",
+                      help="skip evaluating the front on all items")
+    export = add("export", cmd_export, "save_pretrained a trial's merge + its MergeKit YAML.")
+    export.add_argument("trial", type=int, help="trial number")
+    export.add_argument("--out", required=True, help="output folder")
+    report = add("report", cmd_report, "Write report.png and report.md.")
+    report.add_argument("--out", help="output folder (default: the study's out_dir)")
+    dash = add("dashboard", cmd_dashboard, "Serve optuna-dashboard on the study + artifacts.")
+    dash.add_argument("--host", default="127.0.0.1")
+    dash.add_argument("--port", type=int, default=8080)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``optuna-merge3`` command."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from optuna_merge3.config import ConfigError
+    from optuna_merge3.study import SignatureMismatchError
+
+    try:
+        return args.func(args)
+    except (ConfigError, SignatureMismatchError, ValueError, FileNotFoundError) as exc:
+        print(f"optuna-merge3 {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

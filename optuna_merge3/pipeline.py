@@ -1,0 +1,193 @@
+"""Extract and Estimate: everything a study computes once, before its first trial.
+
+For each task: load the items, fit (or load) the IRT item parameters on the task's reference
+population, evaluate every endpoint on the FULL task (cached on disk), fit each endpoint's
+ability, and draw the evaluation subset. The result, :class:`FitnessSetup`, is what
+:class:`~optuna_merge3.objective.Merge3Objective` needs per trial. Everything is cached under
+``<out_dir>/estimate/`` so a resumed study or a second worker reuses it.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from optuna_merge3.config import StudyConfig, TaskConfig
+
+__all__ = ["FitnessSetup", "TaskSetup", "load_reference_responses", "prepare_fitness"]
+
+_logger = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class TaskSetup:
+    """What one task contributes to every trial's fitness."""
+
+    config: TaskConfig
+    task: Any  # optuna_merge3.evaluation.Task
+    irt: Any  # optuna_merge3.irt.IRTParams
+    subset: Any  # optuna_merge3.irt.Subset
+    endpoint_correct: np.ndarray  # (n_endpoints, n_items) bool, full data
+    endpoint_abilities: np.ndarray  # (n_endpoints, d)
+
+
+@dataclass
+class FitnessSetup:
+    """The Estimate step's output for all tasks, in config order."""
+
+    endpoint_names: list[str]
+    tasks: list[TaskSetup]
+    seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able digest stored in the study (subset item ids, endpoint accuracies)."""
+        return {
+            t.config.name: {
+                "subset_item_ids": [t.task.items[i].id for i in t.subset.indices],
+                "subset_method": t.subset.method,
+                "irt_d": int(t.irt.alpha.shape[1]),
+                "irt_fingerprint": t.irt.meta.get("fingerprint"),
+                "endpoint_accuracy": dict(
+                    zip(
+                        self.endpoint_names,
+                        t.endpoint_correct.mean(axis=1).round(4).tolist(),
+                        strict=True,
+                    )
+                ),
+            }
+            for t in self.tasks
+        }
+
+
+def load_reference_responses(path: str | Path) -> tuple[list[str], list[str], np.ndarray]:
+    """Read a reference population's correctness: CSV (optionally gzipped), one row per model.
+
+    Returns:
+        (model names, item ids, responses) with responses a float (models x items) array of 0/1
+        and NaN for empty cells.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh))
+    if len(rows) < 2 or rows[0][0] != "model":
+        raise ValueError(f"{path}: expected a header starting with 'model' and at least one row")
+    item_ids = rows[0][1:]
+    models, values = [], []
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(item_ids) + 1:
+            raise ValueError(f"{path}: line {line}: {len(row)} fields, expected {len(item_ids) + 1}")
+        models.append(row[0])
+        try:
+            values.append([float(v) if v != "" else np.nan for v in row[1:]])
+        except ValueError as exc:
+            raise ValueError(f"{path}: line {line}: {exc}") from exc
+    responses = np.asarray(values, dtype=float)
+    bad = ~np.isnan(responses) & (responses != 0) & (responses != 1)
+    if bad.any():
+        raise ValueError(f"{path}: responses must be 0, 1 or empty")
+    return models, item_ids, responses
+
+
+def prepare_fitness(
+    config: StudyConfig,
+    merger: Any,
+    model: Any,
+    tokenizer: Any,
+    progress: Progress | None = None,
+) -> FitnessSetup:
+    """Run Extract and Estimate for every task of ``config`` (cached under ``out_dir``).
+
+    Args:
+        config: the validated study config.
+        merger: the study's :class:`~optuna_merge3.merging.InMemoryMerger`; endpoints are
+            evaluated by writing each one into ``model`` (no second copy of the weights).
+        model: the live model trials write into.
+        tokenizer: its tokenizer.
+        progress: optional callback receiving one line per step (the CLI shows it).
+    """
+    from optuna_merge3 import evaluation, irt
+
+    say = progress or (lambda msg: _logger.info(msg))
+    start = time.perf_counter()
+    cache_dir = config.out_dir / "estimate"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    correctness_cache = evaluation.CorrectnessCache(cache_dir / "correctness")
+    endpoint_names = list(config.merge["endpoints"])
+    batch_size = config.evaluation["batch_size"]
+
+    setups = []
+    for task_index, task_config in enumerate(config.tasks):
+        task = evaluation.load_task(task_config.path)
+        params = _fit_or_load_irt(config, task_config, task, cache_dir, say)
+        rows = []
+        for name in endpoint_names:
+            merger.write_endpoint(name, model)
+            fingerprint = evaluation.model_fingerprint(model)
+            cached = correctness_cache.get(fingerprint, task)
+            if cached is None:
+                say(f"[estimate] {task_config.name}: evaluating endpoint {name} on all "
+                    f"{len(task.items)} items")
+                cached = evaluation.evaluate(model, tokenizer, task, batch_size=batch_size).correct
+                correctness_cache.put(fingerprint, task, cached)
+            rows.append(np.asarray(cached, dtype=bool))
+        endpoint_correct = np.stack(rows)
+        abilities = np.stack([irt.fit_ability(params, row.astype(float)) for row in endpoint_correct])
+        # Each task gets its own stream so adding a task does not change another task's subset.
+        subset = irt.extract_subset(
+            config.irt["extraction"],
+            n_items=len(task.items),
+            k=min(task_config.n_items, len(task.items)),
+            random_state=np.random.default_rng([config.seed, task_index]),
+            params=params,
+        )
+        rates = endpoint_correct.mean(1)
+        acc = ", ".join(f"{n}={a:.2f}" for n, a in zip(endpoint_names, rates, strict=True))
+        say(f"[estimate] {task_config.name}: d={params.alpha.shape[1]}, endpoints {acc}, "
+            f"subset of {len(subset.indices)} items")
+        setups.append(TaskSetup(task_config, task, params, subset, endpoint_correct, abilities))
+    return FitnessSetup(endpoint_names, setups, time.perf_counter() - start)
+
+
+def _fit_or_load_irt(
+    config: StudyConfig, task_config: TaskConfig, task: Any, cache_dir: Path, say: Progress
+) -> Any:
+    """Fit 2PL item parameters on the reference population once; reuse them afterwards."""
+    from optuna_merge3 import irt
+
+    models, item_ids, responses = load_reference_responses(task_config.reference)
+    task_ids = [item.id for item in task.items]
+    missing = sorted(set(task_ids) - set(item_ids))
+    if missing:
+        raise ValueError(
+            f"{task_config.reference}: no reference responses for {len(missing)} item(s) of task "
+            f"{task_config.name!r}, e.g. {missing[:3]}"
+        )
+    order = [item_ids.index(i) for i in task_ids]
+    responses = responses[:, order]
+    digest = hashlib.sha256(responses.tobytes() + json.dumps(
+        [task_ids, config.irt, config.seed], sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = cache_dir / f"irt_{task_config.name}_{digest}.npz"
+    if path.exists():
+        return irt.IRTParams.load(path)
+    say(f"[estimate] {task_config.name}: fitting 2PL IRT on {len(models)} reference models x "
+        f"{len(task_ids)} items")
+    params, _ = irt.fit_irt(
+        responses, n_dims=config.irt["n_dims"], item_ids=task_ids, random_state=config.seed
+    )
+    params.meta["fingerprint"] = digest
+    params.save(path)
+    return params
+

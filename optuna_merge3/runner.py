@@ -1,0 +1,314 @@
+"""``StudyRunner``: the whole pipeline for one study config, shared by the CLI and notebooks.
+
+It owns the expensive objects (merger, live model, tokenizer, Estimate output) so that a
+notebook can run trials, inspect the front and export a merge without reloading anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from optuna_merge3.config import StudyConfig, load_config
+from optuna_merge3.pipeline import FitnessSetup, prepare_fitness
+
+__all__ = ["StudyRunner", "TrialSummary"]
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrialSummary:
+    """One row of the results table: a trial (or an endpoint) with its per-task numbers."""
+
+    label: str
+    params: dict[str, float]
+    estimates: list[float] | None  # the fitness values the search saw
+    full_accuracy: list[float] | None  # accuracy on all items of each task (held-out truth)
+    trial_number: int | None = None
+
+
+class StudyRunner:
+    """Build everything a study config describes and run it.
+
+    Args:
+        config: a :class:`StudyConfig` or a path to its TOML file.
+        storage: an RDB URL or journal path overriding the config's storage.
+        progress: a callback for one-line progress messages (the CLI prints them).
+    """
+
+    def __init__(
+        self,
+        config: StudyConfig | str | Path,
+        storage: str | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config if isinstance(config, StudyConfig) else load_config(config)
+        self.storage_url = storage or self.config.storage
+        self.progress = progress or _logger.info
+        self._merger: Any = None
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._setup: FitnessSetup | None = None
+        self._study: Any = None
+        self._space: Any = None
+
+    # -- the expensive parts, built on first use -------------------------------------------
+    @property
+    def space(self) -> Any:
+        if self._space is None:
+            from optuna_merge3.merging import MergeSpace
+
+            self._space = MergeSpace.from_config(self.config.merge)
+        return self._space
+
+    @property
+    def merger(self) -> Any:
+        if self._merger is None:
+            import torch
+
+            from optuna_merge3.merging import InMemoryMerger
+
+            evaluation = self.config.evaluation
+            if evaluation["threads"] > 0:
+                torch.set_num_threads(evaluation["threads"])
+            self.progress(f"[load] base + {len(self.config.merge['endpoints'])} endpoints")
+            self._merger = InMemoryMerger(
+                self.config.merge.get("base"),
+                self.config.merge["endpoints"],
+                self.space,
+                device=evaluation["device"],
+                dtype=getattr(torch, evaluation["dtype"]),
+            )
+            self._model = self._merger.load_model(quantization=evaluation["quantization"])
+            self._model.eval()
+            self._tokenizer = self._merger.load_tokenizer()
+        return self._merger
+
+    @property
+    def model(self) -> Any:
+        _ = self.merger
+        return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        _ = self.merger
+        return self._tokenizer
+
+    @property
+    def setup(self) -> FitnessSetup:
+        """Extract + Estimate (cached on disk under ``out_dir/estimate``)."""
+        if self._setup is None:
+            self._setup = prepare_fitness(
+                self.config, self.merger, self.model, self.tokenizer, progress=self.progress
+            )
+        return self._setup
+
+    @property
+    def objective(self) -> Any:
+        """The study's :class:`~optuna_merge3.objective.Merge3Objective`."""
+        from optuna_merge3.objective import Merge3Objective
+
+        return Merge3Objective(
+            self.merger,
+            self.space,
+            self.model,
+            self.tokenizer,
+            self.setup,
+            batch_size=self.config.evaluation["batch_size"],
+            seed=self.config.seed,
+            artifact_store=self.artifact_store,
+            budget=self.config.n_trials,
+        )
+
+    @property
+    def artifact_store(self) -> Any:
+        """A file-system artifact store under ``out_dir/artifacts`` (optuna-dashboard shows it)."""
+        from optuna.artifacts import FileSystemArtifactStore
+
+        path = self.config.out_dir / "artifacts"
+        path.mkdir(parents=True, exist_ok=True)
+        return FileSystemArtifactStore(str(path))
+
+    @property
+    def storage(self) -> str:
+        """The storage URL: the config's, or a SQLite file in the study folder."""
+        if self.storage_url:
+            return self.storage_url
+        return f"sqlite:///{(self.config.out_dir / 'study.db').resolve()}"
+
+    # -- the study ---------------------------------------------------------------------------
+    def open_study(self, heartbeat_interval: int | None = None) -> optuna.Study:
+        """Create the study (seeding generation 0) or resume it after checking its config."""
+        if self._study is not None:
+            return self._study
+        from optuna_merge3 import study as study_lib
+
+        sampler_cfg = self.config.sampler
+        sampler = study_lib.create_sampler(
+            sampler_cfg["name"],
+            n_objectives=len(self.config.tasks),
+            seed=self.config.seed,
+            population_size=sampler_cfg["population_size"],
+        )
+        storage = study_lib.open_storage(self.storage, heartbeat_interval=heartbeat_interval)
+        signature = {**self.config.signature(), "space": self.space.signature()}
+        study, resumed = study_lib.create_or_resume_study(
+            self.config.name,
+            storage,
+            directions=self.config.directions,
+            sampler=sampler,
+            signature=signature,
+            metric_names=[f"{t.name} ({t.estimator})" for t in self.config.tasks],
+        )
+        if not resumed:
+            self._write_note(study)
+            if sampler_cfg["seed_population"]:
+                study_lib.seed_population(study, self.seed_genotypes())
+        self.progress(
+            f"[study] {'resumed' if resumed else 'created'} {self.config.name!r} in "
+            f"{_redact_url(self.storage)} ({_n_complete(study)} complete trials so far)"
+        )
+        self._study = study
+        return study
+
+    def seed_genotypes(self) -> dict[str, dict[str, float]]:
+        """Generation-0 seeds: each endpoint (where the space can express it) and the uniform."""
+        seeds = {}
+        for name in self.config.merge["endpoints"]:
+            params = self.space.endpoint_params(name)
+            if params is not None:
+                seeds[f"endpoint:{name}"] = params
+        seeds["uniform"] = self.space.uniform_params()
+        return seeds
+
+    def run(self, n_trials: int | None = None, show_progress: bool = False) -> optuna.Study:
+        """Run trials until the study holds ``n_trials`` complete ones (default: the config's).
+
+        The budget is global: a resume or a second worker only runs what is missing.
+        """
+        budget = n_trials or self.config.n_trials
+        study = self.open_study()
+        objective = self.objective
+        objective.budget = budget
+        _ = self.setup  # Extract + Estimate before the first trial (and before timing it)
+        done = _n_complete(study)
+        self.progress(f"[evolve] {done}/{budget} complete trials; running the rest")
+        callbacks: list[Any] = [
+            optuna.study.MaxTrialsCallback(budget, states=(TrialState.COMPLETE,)),
+            _StopAfterAttempts(4 * budget),  # many NSGA-II repeats are pruned, not counted
+        ]
+        if show_progress:
+            callbacks.append(_ProgressBar(budget, done))
+        if done < budget:
+            study.optimize(
+                objective,
+                n_trials=None,
+                timeout=self.config.timeout_s,
+                callbacks=callbacks,
+                gc_after_trial=False,
+            )
+        for callback in callbacks:
+            if hasattr(callback, "close"):
+                callback.close()
+        return study
+
+    # -- inspection ----------------------------------------------------------------------------
+    def full_accuracy(self, params: dict[str, float], seed: int | None = None) -> list[float]:
+        """Accuracy of a genotype on ALL items of every task (the held-out truth in the demo)."""
+        from optuna_merge3 import evaluation
+        from optuna_merge3.objective import genotype_seed
+
+        self.merger.apply(params, self.model, seed=genotype_seed(params, self.config.seed))
+        batch = self.config.evaluation["batch_size"]
+        return [
+            float(evaluation.evaluate(self.model, self.tokenizer, t.task, batch_size=batch)
+                  .correct.mean())
+            for t in self.setup.tasks
+        ]
+
+    def summary(self, with_truth: bool = True) -> list[TrialSummary]:
+        """The Pareto front (or best trial), then each endpoint and the uniform merge."""
+        study = self.open_study()
+        front = study.best_trials if len(self.config.tasks) > 1 else [study.best_trial]
+        rows = [
+            TrialSummary(f"trial {t.number}", t.params, list(t.values), None, t.number)
+            for t in sorted(front, key=lambda t: t.number)
+        ]
+        for i, name in enumerate(self.setup.endpoint_names):
+            acc = [float(t.endpoint_correct[i].mean()) for t in self.setup.tasks]
+            rows.append(TrialSummary(f"endpoint {name}", {}, None, acc))
+        rows.append(TrialSummary("uniform merge", self.space.uniform_params(), None, None))
+        if with_truth:
+            for row in rows:
+                if row.full_accuracy is None:
+                    row.full_accuracy = self.full_accuracy(row.params)
+        return rows
+
+    def export(self, trial_number: int, out_dir: str | Path) -> Path:
+        """``save_pretrained`` of a trial's merge + tokenizer + ``mergekit.yaml``."""
+        from optuna_merge3.objective import genotype_seed
+
+        trial = self.open_study().trials[trial_number]
+        if trial.state != TrialState.COMPLETE:
+            raise ValueError(f"trial {trial_number} is {trial.state.name}, not COMPLETE")
+        out = Path(out_dir)
+        self.merger.export(trial.params, out, seed=genotype_seed(trial.params, self.config.seed))
+        return out
+
+    def _write_note(self, study: optuna.Study) -> None:
+        try:
+            from optuna_dashboard import save_note
+        except ImportError:  # pragma: no cover - optuna-dashboard is a dependency
+            return
+        text = self.config.text or str(self.config.raw)
+        save_note(study, f"# {self.config.name}\n\nStudy config:\n\n```toml\n{text}\n```\n")
+
+
+def _n_complete(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+class _StopAfterAttempts:
+    """Stop a worker after ``limit`` finished trials of any state (a guard against endless
+    pruned repeats when the sampler has converged)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.count += 1
+        if self.count >= self.limit:
+            _logger.warning("stopping after %d trials in this worker", self.count)
+            study.stop()
+
+
+class _ProgressBar:
+    """A tqdm bar over complete trials, updated by an Optuna callback."""
+
+    def __init__(self, budget: int, done: int) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=budget, initial=done, desc="trials", unit="trial")
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state == TrialState.COMPLETE:
+            self.bar.update(1)
+            values = ", ".join(f"{v:.3f}" for v in trial.values)
+            self.bar.set_postfix_str(f"#{trial.number}: {values}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _redact_url(url: str) -> str:
+    from optuna_merge3.study import _redact
+
+    return _redact(url)
