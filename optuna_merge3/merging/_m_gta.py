@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from optuna_merge3.merging import _sparsify
+from optuna_merge3.merging import _m_rng, _sparsify
 
 __all__ = ["merge_gta", "task_vectors"]
 
@@ -128,6 +128,7 @@ def _prepare(
     p: Mapping[str, float],
     rescale: bool,
     generator: torch.Generator | None,
+    stream: _m_rng.MTStream | None,
     cache: dict | None,
     chunk: int,
 ) -> _Endpoint:
@@ -159,13 +160,24 @@ def _prepare(
             rank_norm = _sparsify.della_rank_norm(tv, cache, j).reshape(-1)
         ep.masked = _workspace(f"masked{j}", numel, ep.wd, tv.device)
         probs = _workspace("probs", min(chunk, numel), ep.wd, tv.device)
+        # MergeKit's probability tensor holds density in the work dtype (bf16 rounds it).
+        p_stored = torch.tensor(density, dtype=ep.wd).item()
         for s in range(0, numel, chunk):
             e = min(s + chunk, numel)
-            if sparsification == "random":  # MergeKit: full_like(tensor, density)
-                pc = probs[: e - s].fill_(density)
-            else:  # MergeKit: (density - epsilon) + rank_norm * 2 * epsilon
-                pc = torch.add(rank_norm[s:e] * 2 * eps, density - eps, out=probs[: e - s])
-            mask = torch.bernoulli(pc, generator=generator)
+            if sparsification == "random" and stream is not None:
+                mask = stream.bernoulli_scalar(
+                    p_stored, _workspace("draw", e - s, ep.wd, tv.device)
+                )
+            else:
+                if sparsification == "random":  # MergeKit: full_like(tensor, density)
+                    pc = probs[: e - s].fill_(density)
+                else:  # MergeKit: (density - epsilon) + rank_norm * 2 * epsilon
+                    pc = torch.add(rank_norm[s:e] * 2 * eps, density - eps, out=probs[: e - s])
+                if stream is not None:
+                    draw = _workspace("draw", e - s, torch.float32, tv.device)
+                    mask = stream.bernoulli_tensor(pc, draw)
+                else:
+                    mask = torch.bernoulli(pc, generator=generator)
             torch.mul(ep.tv[s:e].to(ep.wd), mask, out=ep.masked[s:e])
     else:
         raise ValueError(f"Unknown sparsification {sparsification!r}")
@@ -205,10 +217,19 @@ def merge_gta(
     numel, n, dtype = base.numel(), len(tvs), base.dtype
     chunk = _CPU_CHUNK if base.device.type == "cpu" else max(numel, 1)
     rescale = bool(options["rescale"])
-    eps = [
-        _prepare(j, tv, sparsification, params[j], rescale, generator, cache, chunk)
-        for j, tv in enumerate(tvs)
-    ]
+    stream = None
+    if sparsification in ("random", "della_magprune") and _m_rng.fast_bernoulli_available(
+        generator
+    ):
+        stream = _m_rng.MTStream(generator)
+    try:
+        eps = [
+            _prepare(j, tv, sparsification, params[j], rescale, generator, stream, cache, chunk)
+            for j, tv in enumerate(tvs)
+        ]
+    finally:
+        if stream is not None:
+            stream.close()
 
     weights = torch.tensor([p["weight"] for p in params], dtype=dtype, device=base.device)
     for ep, w in zip(eps, weights, strict=True):

@@ -17,6 +17,14 @@ first state dict (non-floating buffers skipped); ``run_merge`` follows its task 
 (``networkx.lexicographical_topological_sort`` keyed by tensor name). ``merge_tensor`` makes the
 same draws, in the same order and dtype, from ``generator``: a generator seeded ``S`` and tensors
 visited in MergeKit's order reproduce MergeKit's masks after ``torch.manual_seed(S)`` bit for bit.
+On CPU the generator's MT19937 stream is replayed in bulk through numpy (`_m_rng.py`, self-checked
+against ``torch.bernoulli`` once per process), and the generator is left in exactly the state
+``torch.bernoulli`` would leave it in.
+
+Memory: the per-tensor ``cache`` holds the task vectors and, per method, int32 magnitude ranks
+(TIES / breadcrumbs) or DELLA's normalised ranks. On CPU a thread-local workspace of about
+``(n_endpoints + 2) x`` the largest tensor (work dtype) is reused across calls to avoid page
+faults; :func:`release_workspace` frees it.
 """
 
 from __future__ import annotations
@@ -29,8 +37,9 @@ from typing import Any
 import torch
 
 from optuna_merge3.merging import _m_gta, _m_interp
+from optuna_merge3.merging._m_gta import release_workspace
 
-__all__ = ["MERGE_METHODS", "MethodSpec", "merge_tensor"]
+__all__ = ["MERGE_METHODS", "MethodSpec", "merge_tensor", "release_workspace"]
 
 _logger = logging.getLogger(__name__)
 

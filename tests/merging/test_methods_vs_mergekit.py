@@ -409,3 +409,32 @@ def test_chunked_element_wise_phase_matches_mergekit(method, dtype, chunk, endpo
         ]
         got = assert_matches(method, base, tensors, params, {"rescale": rescale}, seed=9)
         assert torch.equal(got, ours(method, base, tensors, params, {"rescale": rescale}, 9, {}))
+
+
+@pytest.mark.parametrize("method", ["dare_ties", "dare_linear", "della", "della_linear"])
+def test_torch_bernoulli_fallback_matches_mergekit(method, endpoints, monkeypatch):
+    """Without the numpy MT19937 replay (e.g. a CUDA generator) the masks come from
+    torch.bernoulli itself, chunk by chunk; both paths equal MergeKit's draws."""
+    from optuna_merge3.merging import _m_gta, _m_rng
+
+    monkeypatch.setattr(_m_rng, "_checked", False)
+    monkeypatch.setattr(_m_gta, "_CPU_CHUNK", 1000)
+    for dtype in (torch.float32, torch.bfloat16):
+        base, tensors = endpoints((23, 101), 3, seed=23, dtype=dtype)
+        params = [{"weight": 0.6, "density": d} for d in (0.3, 0.6, 0.45)]
+        assert_matches(method, base, tensors, params, {}, seed=31)
+
+
+def test_mt19937_replay_self_check_and_state_write_back():
+    from optuna_merge3.merging import _m_rng
+
+    assert _m_rng._self_check()
+    gen_a = torch.Generator().manual_seed(3)
+    gen_b = torch.Generator().manual_seed(3)
+    probs = torch.rand(2000, generator=torch.Generator().manual_seed(4)).bfloat16()
+    stream = _m_rng.MTStream(gen_b)
+    for _ in range(3):  # crosses MT19937 regenerations at uneven offsets
+        expected = torch.bernoulli(probs, generator=gen_a)
+        assert torch.equal(expected.float(), stream.bernoulli_tensor(probs, torch.empty(2000)))
+    stream.close()
+    assert torch.equal(gen_a.get_state(), gen_b.get_state())
