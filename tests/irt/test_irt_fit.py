@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from scipy.optimize import check_grad
 
-from optuna_merge3.irt import IRTParams, fit_irt, item_probabilities, select_n_dims
+from optuna_merge3.irt import (
+    IRTParams,
+    fit_irt,
+    item_probabilities,
+    n_dims_scores,
+    select_n_dims,
+)
 from optuna_merge3.irt._fit import neg_log_posterior
 
 
@@ -137,10 +143,13 @@ def test_subset_and_validation(fitted):
 
 
 def test_select_n_dims_prefers_the_true_dimension_over_one():
-    rng = np.random.default_rng(7)
     from optuna_merge3.irt._simulate import make_world
 
+    rng = np.random.default_rng(7)
     world = make_world(60, 3, rng, general=0.0)  # three equally strong skills
     resp = world.sample(rng.standard_normal((400, 3)), rng)
-    best = select_n_dims(resp, candidates=(1, 3), random_state=0)
-    assert best == 3
+    assert select_n_dims(resp, candidates=(1, 3), criterion="logloss", random_state=0) == 3
+    scores = n_dims_scores(resp, candidates=(1, 3), criterion="accuracy", repeats=1)
+    assert set(scores) == {1, 3} and all(0 < v < 0.2 for v in scores.values())
+    with pytest.raises(ValueError, match="valid"):
+        select_n_dims(resp, criterion="aic")
