@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -61,11 +61,17 @@ class MethodSpec:
     tensor_params: dict[str, float | None]
     global_params: dict[str, Any]
     stochastic: bool
-    # Internal configuration of the generalized task arithmetic rows (not part of the API).
-    _sparsification: str | None = field(default=None, repr=False, compare=False)
-    _consensus: str | None = field(default=None, repr=False, compare=False)
-    _min_tensors: int = field(default=0, repr=False, compare=False)
-    _max_tensors: int | None = field(default=None, repr=False, compare=False)
+
+
+# MergeKit's GeneralizedTaskArithmeticMerge rows: name -> (sparsification, consensus).
+_GTA_ROWS: dict[str, tuple[str | None, str | None]] = {}
+# Number of endpoint tensors (base excluded) each method accepts: name -> (min, max or None).
+_N_TENSORS: dict[str, tuple[int, int | None]] = {
+    "linear": (1, None),
+    "slerp": (1, 1),
+    "nuslerp": (2, 2),
+    "model_stock": (2, None),
+}
 
 
 def _gta(
@@ -80,6 +86,7 @@ def _gta(
         tensor_params["gamma"] = 0.01
     if sparsification == "della_magprune":
         tensor_params["epsilon"] = 0.15
+    _GTA_ROWS[name] = (sparsification, consensus)
     return MethodSpec(
         name=name,
         needs_base=True,
@@ -91,8 +98,6 @@ def _gta(
             "lambda": 1.0,
         },
         stochastic=sparsification in ("random", "della_magprune"),
-        _sparsification=sparsification,
-        _consensus=consensus,
     )
 
 
@@ -100,16 +105,14 @@ def _gta(
 MERGE_METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
-        MethodSpec("linear", False, {"weight": None}, {"normalize": True}, False, _min_tensors=1),
-        MethodSpec("slerp", True, {}, {"t": None}, False, _min_tensors=1, _max_tensors=1),
+        MethodSpec("linear", False, {"weight": None}, {"normalize": True}, False),
+        MethodSpec("slerp", True, {}, {"t": None}, False),
         MethodSpec(
             "nuslerp",
             False,
             {"weight": None},
             {"nuslerp_row_wise": False, "nuslerp_flatten": True},
             False,
-            _min_tensors=2,
-            _max_tensors=2,
         ),
         _gta("task_arithmetic", None, None, normalize=False, rescale=False),
         _gta("ties", "sum", "magnitude", normalize=True, rescale=False),
@@ -119,7 +122,7 @@ MERGE_METHODS: dict[str, MethodSpec] = {
         _gta("breadcrumbs_ties", "sum", "magnitude_outliers", normalize=False, rescale=False),
         _gta("della", "sum", "della_magprune", normalize=True, rescale=True),
         _gta("della_linear", None, "della_magprune", normalize=False, rescale=True),
-        MethodSpec("model_stock", True, {}, {"filter_wise": False}, False, _min_tensors=2),
+        MethodSpec("model_stock", True, {}, {"filter_wise": False}, False),
     )
 }
 
@@ -169,8 +172,9 @@ def _resolve_params(
 
 def _resolve_options(spec: MethodSpec, options: Mapping[str, Any], where: str) -> dict[str, Any]:
     options = dict(options or {})
+    consensus_default = _GTA_ROWS.get(spec.name, (None, None))[1]
     allowed = set(spec.global_params)
-    if spec._consensus is not None:
+    if consensus_default is not None:
         allowed.add(_CONSENSUS_OPTION)
     unknown = set(options) - allowed
     if unknown:
@@ -184,8 +188,8 @@ def _resolve_options(spec: MethodSpec, options: Mapping[str, Any], where: str) -
         if value is None:
             raise ValueError(f"{spec.name}{where}: missing required option {name!r}")
         resolved[name] = value
-    if spec._consensus is not None:
-        consensus = options.get(_CONSENSUS_OPTION, spec._consensus)
+    if consensus_default is not None:
+        consensus = options.get(_CONSENSUS_OPTION, consensus_default)
         if consensus not in ("sum", "count"):
             raise ValueError(
                 f"{spec.name}{where}: unknown consensus_method {consensus!r}; valid: count, sum"
@@ -257,12 +261,9 @@ def merge_tensor(
     if spec.needs_base and base is None:
         raise ValueError(f"{spec.name}{where}: merge method requires a base tensor")
     n = len(tensors)
-    if n < spec._min_tensors or (spec._max_tensors is not None and n > spec._max_tensors):
-        expected = (
-            f"exactly {spec._min_tensors}"
-            if spec._min_tensors == spec._max_tensors
-            else f"at least {spec._min_tensors}"
-        )
+    low, high = _N_TENSORS.get(spec.name, (0, None))
+    if n < low or (high is not None and n > high):
+        expected = f"exactly {low}" if low == high else f"at least {low}"
         raise ValueError(f"{spec.name}{where}: expects {expected} endpoint tensor(s), got {n}")
     resolved = _resolve_params(spec, params, n, where)
     opts = _resolve_options(spec, options, where)
@@ -309,7 +310,7 @@ def merge_tensor(
             tensors,
             resolved,
             opts,
-            sparsification=spec._sparsification,
+            sparsification=_GTA_ROWS[spec.name][0],
             consensus=opts.get(_CONSENSUS_OPTION),
             generator=generator,
             cache=cache,
