@@ -34,6 +34,16 @@ def check_responses(responses: np.ndarray) -> np.ndarray:
     return arr
 
 
+def softplus_sigmoid(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log(1 + e^z) and sigmoid(z) from one exp: np.logaddexp is ~5x slower and dominated
+    the fit's time."""
+    e = np.exp(-np.abs(z))
+    one_e = 1.0 + e
+    softplus = np.maximum(z, 0.0) + np.log1p(e)
+    sigmoid = np.where(z >= 0, 1.0, e) / one_e
+    return softplus, sigmoid
+
+
 def neg_log_posterior(
     x: np.ndarray, y: np.ndarray, mask: np.ndarray, n_dims: int,
     prior_vars: tuple[float, float, float],
@@ -61,9 +71,10 @@ def neg_log_posterior(
     va, vb, vg = prior_vars
     scale = 1.0 / mask.sum()
     z = gamma @ alpha.T - beta
-    nll = np.sum(mask * (np.logaddexp(0.0, z) - y * z))
+    softplus, sigmoid = softplus_sigmoid(z)
+    nll = np.sum(mask * (softplus - y * z))
     nll += 0.5 * (np.sum(alpha * alpha) / va + beta @ beta / vb + np.sum(gamma * gamma) / vg)
-    r = mask * (expit(z) - y)
+    r = mask * (sigmoid - y)
     g_alpha = r.T @ gamma + alpha / va
     g_beta = -r.sum(axis=0) + beta / vb
     g_gamma = r @ alpha + gamma / vg
