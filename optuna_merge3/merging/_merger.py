@@ -177,6 +177,16 @@ class InMemoryMerger:
             out[name] = tensor.clone() if shared else tensor
         return out
 
+    def warm_up(self, seed: int = 0) -> float:
+        """Fill the per-tensor caches now (task vectors, magnitude ranks ...) so that the first
+        trial costs what later ones do; returns the seconds spent. No-op when streaming."""
+        if self.stream:
+            return 0.0
+        started = time.perf_counter()
+        for _ in self._merged(self.space.uniform_params(), seed):
+            pass
+        return time.perf_counter() - started
+
     def _write(self, model: Any, items: Iterator[tuple[str, torch.Tensor]]) -> dict[str, float]:
         targets = model_targets(model)
         missing = [n for n in self.tensor_names if n not in targets]

@@ -134,7 +134,10 @@ def test_seeds_are_deterministic_and_stream_mode_agrees(world):
     space, merger = build("dare_ties", base, endpoints, **merge)
     _, streamed = build("dare_ties", base, endpoints, stream=True, **merge)
     params = random_params(space, 4)
-    a = merger.merged_state_dict(params, seed=1)
+    assert not any(merger._caches.values())
+    assert merger.warm_up() > 0 and all(merger._caches[n] for n in merger.float_names)
+    assert streamed.warm_up() == 0.0
+    a = merger.merged_state_dict(params, seed=1)  # cached path; the streamed one caches nothing
     assert max_abs_diff(a, merger.merged_state_dict(params, seed=1)) == 0.0
     assert max_abs_diff(a, merger.merged_state_dict(params, seed=2)) > 1e-4
     assert max_abs_diff(a, streamed.merged_state_dict(params, seed=1)) == 0.0
