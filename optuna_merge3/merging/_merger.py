@@ -171,11 +171,8 @@ class InMemoryMerger:
     def merged_state_dict(self, params: Mapping[str, float], seed: int = 0) -> dict[str, Any]:
         """The merged checkpoint as fresh tensors (never aliasing the inputs)."""
         params = self.space.validate(params)
-        out = {}
-        for name, tensor in self._merged(params, seed):
-            shared = any(tensor.data_ptr() == t.data_ptr() for t in self._inputs(name).values())
-            out[name] = tensor.clone() if shared else tensor
-        return out
+        # A result may be an input or live in the method's cache (e.g. model_stock): copy.
+        return {name: tensor.clone() for name, tensor in self._merged(params, seed)}
 
     def warm_up(self, seed: int = 0) -> float:
         """Fill the per-tensor caches now (task vectors, magnitude ranks ...) so that the first
