@@ -244,6 +244,11 @@ def endpoint_gp_weights(params: IRTParams, subset: Subset, endpoint_responses: n
     For endpoint j with full-data answers Y_j: estimate its accuracy from the subset as
     c * naive_j + (1 - c) * p-IRT_j and pick the c of ``grid`` (default 0, 0.05, ..., 1) with
     the smallest absolute error against mean(Y_j) (ties: the mean of the tied values).
+
+    Endpoints with missing answers (NaN; real leaderboard data is ragged) are judged on the
+    items they answered: the target is the mean over those items and the p-IRT part predicts
+    only the answered items outside the subset, so estimate and target cover the same items.
+    An endpoint with no answer on the subset gets c_j = NaN (nothing to judge c on).
     """
     resp = np.atleast_2d(np.asarray(endpoint_responses, dtype=float))
     if resp.shape[1] != params.n_items:
@@ -252,9 +257,18 @@ def endpoint_gp_weights(params: IRTParams, subset: Subset, endpoint_responses: n
     grid = np.linspace(0.0, 1.0, 21) if grid is None else np.asarray(grid, dtype=float)
     out = []
     for row in resp:
-        obs = _observed(params, subset, row[subset.indices])
+        y_sub = row[subset.indices]
+        if np.isnan(y_sub).all():
+            out.append(np.nan)
+            continue
+        obs = _observed(params, subset, y_sub)
         naive, _ = _naive(obs)
-        pirt, _, _ = _pirt(params, obs, ability_prior_std)
+        gamma = fit_ability(params, obs.y, obs.idx, prior_std=ability_prior_std)
+        rest = ~np.isnan(row)
+        n_answered = int(rest.sum())
+        rest[obs.idx] = False
+        p_rest = expit(params.alpha[rest] @ gamma - params.beta[rest])
+        pirt = float((obs.y.sum() + p_rest.sum()) / n_answered)
         err = np.abs(grid * naive + (1 - grid) * pirt - np.nanmean(row))
         out.append(float(grid[np.isclose(err, err.min(), rtol=0, atol=1e-12)].mean()))
     return np.asarray(out)
@@ -270,15 +284,19 @@ def gmpirt_star_estimate(params: IRTParams, subset: Subset, y_subset: np.ndarray
 
     c_j minimises the gp-IRT error of endpoint j estimated from the same subset
     (:func:`endpoint_gp_weights`); ``endpoint_responses`` (n_endpoints, N) are the endpoints'
-    full-data 0/1 answers (NaN allowed).
+    full-data 0/1 answers (NaN allowed). c is the mean over the endpoints with at least one
+    answer on the subset; with none, the paper's c = 1/2.
     """
     ends = _require(params, endpoint_abilities, "gmpirt_star")
     if endpoint_responses is None:
         raise ValueError("gmpirt_star needs endpoint_responses (n_endpoints, n_items): the "
                          "endpoints' full-data answers")
     c_each = endpoint_gp_weights(params, subset, endpoint_responses, c_grid)
-    est = gmpirt_estimate(params, subset, y_subset, ends, c=float(c_each.mean()),
-                          constraint=constraint, ridge=ridge)
+    judged = c_each[np.isfinite(c_each)]
+    # No endpoint answered any subset item: nothing to tune c on, use the paper's c = 1/2.
+    c = float(judged.mean()) if judged.size else 0.5
+    est = gmpirt_estimate(params, subset, y_subset, ends, c=c, constraint=constraint,
+                          ridge=ridge)
     est.details["c_endpoints"] = c_each
     return est
 

@@ -15,6 +15,7 @@ from optuna_merge3.irt import (
     gmpirt_estimate,
     naive_estimate,
 )
+from optuna_merge3.irt._estimators import endpoint_gp_weights
 
 MERGE_AWARE = ("mpirt", "gmpirt", "gmpirt_star")
 N_DRAWS = 300
@@ -164,3 +165,39 @@ def test_gpirt_needs_b_when_the_fit_did_not_measure_it(fitted):
         estimate_accuracy("gpirt", bare, sub, y)
     est = estimate_accuracy("gpirt", bare, sub, y, b=0.05)
     assert est.details["b"] == 0.05 and 0.0 < est.details["c"] < 1.0
+
+
+def test_gmpirt_star_judges_a_ragged_endpoint_on_the_items_it_answered(fitted):
+    """Real endpoints are ragged (e.g. answers on arc_v1 only). c_j must be what it is on the
+    benchmark restricted to the endpoint's answered items: the p-IRT part must not predict items
+    the endpoint never answered while the target is the mean over the answered ones."""
+    rng = np.random.default_rng(4)
+    answered = np.sort(rng.choice(150, 60, replace=False))
+    restricted = fitted.params.subset(answered)
+    c_ragged, c_restricted = [], []
+    for _ in range(8):
+        row = np.full(150, np.nan)
+        row[answered] = fitted.world.sample(rng.standard_normal(3), rng)[answered]
+        sub = extract_subset("random", 150, 20, rng)
+        keep = np.isin(sub.indices, answered)
+        w = sub.weights[keep] / sub.weights[keep].sum()  # the estimators renormalise the same way
+        sub_r = Subset(np.searchsorted(answered, sub.indices[keep]), w, "random")
+        c_ragged.append(endpoint_gp_weights(fitted.params, sub, row[None])[0])
+        c_restricted.append(endpoint_gp_weights(restricted, sub_r, row[answered][None])[0])
+    np.testing.assert_allclose(c_ragged, c_restricted, atol=1e-9)
+
+
+def test_gmpirt_star_with_an_endpoint_silent_on_the_subset(fitted):
+    sub = Subset(np.array([0, 1, 2, 3]), np.full(4, 0.25), "random")
+    y = np.array([1.0, 0.0, 1.0, 1.0])
+    ends_resp = np.nan_to_num(fitted.responses[:2].copy())
+    ends_resp[0, :4] = np.nan  # endpoint 0 has no answer on the subset
+    est = estimate_accuracy("gmpirt_star", fitted.params, sub, y, fitted.abilities[:2],
+                            endpoint_responses=ends_resp)
+    c_each = est.details["c_endpoints"]
+    assert np.isnan(c_each[0]) and np.isfinite(c_each[1])
+    assert est.details["c"] == pytest.approx(c_each[1])
+    ends_resp[1, :4] = np.nan  # no endpoint can judge c: the paper's c = 1/2
+    est = estimate_accuracy("gmpirt_star", fitted.params, sub, y, fitted.abilities[:2],
+                            endpoint_responses=ends_resp)
+    assert est.details["c"] == 0.5 and np.isfinite(est.value)
