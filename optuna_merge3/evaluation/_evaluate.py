@@ -38,29 +38,52 @@ def render_prompt(task: Task, item: TaskItem, tokenizer: Any) -> str:
 
 
 def _loglik_choices(
-    model: Any, tokenizer: Any, prompts: list[str], items: list[TaskItem], norm: bool
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    items: list[TaskItem],
+    norm: bool,
+    batch_size: int = 16,
 ) -> list[str]:
     """lm-eval semantics: sum of log-probs of " choice" given the prompt; acc_norm divides by
-    the choice's byte length. Returns the chosen letter per item."""
+    the choice's byte length. Returns the chosen letter per item.
+
+    Every (item, choice) sequence is one row; rows run ``batch_size`` at a time, right-padded
+    (a causal model's real tokens keep positions 0..n-1, so padding changes nothing they see).
+    """
     import torch
 
     device = next(model.parameters()).device
-    letters = []
-    for prompt, item in zip(prompts, items, strict=True):
+    rows: list[tuple[int, list[int], int, int]] = []  # item, token ids, n continuation, bytes
+    for k, (prompt, item) in enumerate(zip(prompts, items, strict=True)):
         if not item.choices:
             raise ValueError(f"item {item.id!r}: loglik_choice needs 'choices'")
-        ctx = tokenizer(prompt, return_tensors="pt")["input_ids"][0]
-        scores = []
+        n_ctx = len(tokenizer(prompt)["input_ids"])
         for choice in item.choices:
-            full = tokenizer(prompt + " " + choice, return_tensors="pt")["input_ids"][0]
-            n_cont = max(1, len(full) - len(ctx))
-            with torch.no_grad():
-                logits = model(full[None].to(device)).logits[0].float()
-            logp = torch.log_softmax(logits[:-1], dim=-1)
-            target = full[1:].to(device)
-            ll = float(logp[-n_cont:].gather(1, target[-n_cont:, None]).sum())
-            scores.append(ll / len((" " + choice).encode("utf-8")) if norm else ll)
-        letters.append(string.ascii_uppercase[int(np.argmax(scores))])
+            full = list(tokenizer(prompt + " " + choice)["input_ids"])
+            rows.append((k, full, max(1, len(full) - n_ctx), len((" " + choice).encode("utf-8"))))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    scores = np.empty(len(rows))
+    for start in range(0, len(rows), max(1, batch_size)):
+        chunk = rows[start : start + max(1, batch_size)]
+        width = max(len(r[1]) for r in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for j, (_, full, _, _) in enumerate(chunk):
+            ids[j, : len(full)] = torch.tensor(full)
+            mask[j, : len(full)] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        # log p(next token) without materialising a second vocab-sized tensor
+        token_lp = logits.gather(2, ids[:, 1:, None])[..., 0] - logits.logsumexp(-1)
+        for j, (_, full, n_cont, n_bytes) in enumerate(chunk):
+            ll = float(token_lp[j, len(full) - 1 - n_cont : len(full) - 1].sum())
+            scores[start + j] = ll / n_bytes if norm else ll
+    letters = []
+    for k in range(len(items)):
+        item_scores = [scores[i] for i, r in enumerate(rows) if r[0] == k]
+        letters.append(string.ascii_uppercase[int(np.argmax(item_scores))])
     return letters
 
 
@@ -79,7 +102,7 @@ def evaluate(
     prompts = [render_prompt(task, it, tokenizer) for it in items]
     if task.scorer == "loglik_choice":
         norm = bool(task.scorer_options.get("norm", False))
-        answers = _loglik_choices(model, tokenizer, prompts, items, norm)
+        answers = _loglik_choices(model, tokenizer, prompts, items, norm, batch_size)
     else:
         answers = generate(
             model,

@@ -112,3 +112,21 @@ def test_cache_roundtrip_and_invalidation(tiny, tmp_path) -> None:
     # the cache really serves stored values
     cache.put(fp, task, ~first)
     np.testing.assert_array_equal(cache.get_or_compute(model, tokenizer, task), ~first)
+
+
+def test_loglik_choice_batched_equals_one_by_one(tiny) -> None:
+    """Right-padded batches of (item, choice) rows give the same choices as one row at a time."""
+    model, tokenizer = tiny
+    items = [
+        TaskItem(f"c{i}", prompt, "A", choices=choices)
+        for i, (prompt, choices) in enumerate([
+            ("q : what colour is the sky ? a :", ("blue", "red green", "7")),
+            ("q : 2 + 2 ? a :", ("4", "five", "twenty two", "0")),
+            ("q : a long question with many many words in it ? a :", ("yes", "no")),
+        ])
+    ]
+    for norm in (False, True):
+        task = Task("m", items, scorer="loglik_choice", scorer_options={"norm": norm})
+        one = evaluate(model, tokenizer, task, batch_size=1)
+        for batch_size in (2, 4, 64):
+            assert evaluate(model, tokenizer, task, batch_size=batch_size).answers == one.answers
