@@ -137,8 +137,10 @@ class Split:
     skipped: dict[str, str]
 
 
-def split_models(bench: Benchmark, n_train: int, n_test: int, seed: int) -> Split:
+def split_models(bench: Benchmark, n_train: int | None, n_test: int, seed: int) -> Split:
     """Split complete models into train / held-out test; merges never enter the training split.
+
+    ``n_train=None`` trains on every eligible complete model that is not held out.
 
     Endpoints may be in the training split (their abilities are re-fitted from their own answers
     by the benchmark anyway); merged models are excluded from both train and test.
@@ -163,5 +165,5 @@ def split_models(bench: Benchmark, n_train: int, n_test: int, seed: int) -> Spli
     eligible = np.array([i for i in np.flatnonzero(bench.complete) if i not in merge_rows])
     perm = rng.permutation(eligible)
     test = np.sort(perm[:n_test])
-    train = np.sort(perm[n_test : n_test + n_train])
+    train = np.sort(perm[n_test:] if n_train is None else perm[n_test : n_test + n_train])
     return Split(train, test, merges, skipped)
