@@ -17,6 +17,15 @@ masks, drawn endpoint after endpoint in MergeKit's order, and the L1 norms for `
 over a full-size buffer exactly as MergeKit's ``masked.abs().sum()`` (same values, same reduction).
 Every product and sum sees the same operands in the same order as MergeKit's, so results are
 bit-identical (tests compare with ``torch.equal``).
+
+bf16 / fp16 sums over the endpoints: PyTorch's CPU ``sum(dim=0)`` of a reduced-precision tensor
+accumulates in fp32, row after row from +0.0, and rounds once; its reduced-precision kernel is
+~20x slower than fp32 additions. For up to ``_MAX_FAST_ROWS`` endpoints the same sum is computed
+explicitly (exact fp32 copies of the rows, fp32 additions in row order, ``+ 0.0``, one rounding),
+and that equivalence is self-checked bit for bit against ``torch.sum`` once per process and dtype
+(adversarial exponents, signed zeros, cancellations; any mismatch falls back to ``torch.sum``).
+The sign election runs on the same exact fp32 copies. With ``out`` (the merger passes the live
+model's parameter) the result is written in place: no full-size allocation, no copy.
 """
 
 from __future__ import annotations
@@ -38,6 +47,12 @@ _CPU_CHUNK = 1 << 17
 
 _local = threading.local()
 
+# Endpoint counts for which the explicit fp32 row sum is used (torch.sum's reduction keeps row
+# order for short reductions; longer ones are left to torch.sum).
+_MAX_FAST_ROWS = 4
+_REDUCED = (torch.bfloat16, torch.float16)
+_fast_sum_ok: dict[tuple[torch.dtype, int], bool] = {}
+
 
 def _workspace(name: str, numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A flat CPU buffer reused across calls and tensors (grown to the largest one)."""
@@ -54,6 +69,59 @@ def _workspace(name: str, numel: int, dtype: torch.dtype, device: torch.device) 
 def release_workspace() -> None:
     """Free this thread's CPU workspace (it is rebuilt on the next merge)."""
     _local.__dict__.pop("buffers", None)
+
+
+def _rows_sum(rows: torch.Tensor, out: torch.Tensor, plus_zero: bool = True) -> torch.Tensor:
+    """``rows.sum(dim=0)`` of fp32 rows as torch accumulates a short reduced-precision sum:
+    ``((0 + r_0) + r_1) + ...`` in fp32 (``plus_zero=False`` leaves an all-``-0.0`` column at
+    ``-0.0``; only its sign differs)."""
+    if rows.shape[0] == 1:
+        out.copy_(rows[0])
+    else:
+        torch.add(rows[0], rows[1], out=out)
+        for row in rows[2:]:
+            out.add_(row)
+    if plus_zero:
+        out.add_(0.0)
+    return out
+
+
+def _self_check_sum(dtype: torch.dtype, n: int) -> bool:
+    """``_rows_sum`` of exact fp32 copies, rounded to ``dtype``, equals ``torch.sum(dim=0)`` bit
+    for bit on adversarial ``(n, m)`` data: contiguous, a strided row view (as the chunks here)
+    and a 3-D stack (as MergeKit's)."""
+    gen = torch.Generator().manual_seed(7 + n)
+    m = 6000
+    span = 40 if dtype == torch.bfloat16 else 10  # finite values (fp16 overflows at 65504)
+    x = torch.randn(n, m, generator=gen, dtype=torch.float64)
+    x *= torch.exp2(torch.randint(-span, span, (n, m), generator=gen).double())
+    x[:, :300] = -0.0  # all-negative-zero columns
+    x[0, 300:600] = 0.0
+    x[n - 1, 600:900] = -x[0, 600:900]  # cancellations
+    x[:, 900:1000] = torch.randint(-1, 2, (n, 100), generator=gen).double()  # signs
+    padded = torch.zeros(n, m + 37, dtype=dtype)
+    padded[:, :m] = x.to(dtype)
+    views = [padded[:, :m], padded[:, :m].contiguous(), padded[:, :m].reshape(n, 60, 100)]
+    for view in views:
+        expected = view.sum(dim=0).reshape(-1)
+        rows = view.reshape(n, -1).to(torch.float32)
+        got = _rows_sum(rows, torch.empty(rows.shape[1])).to(dtype)
+        if not torch.equal(expected.view(torch.int16), got.view(torch.int16)):
+            return False
+    return True
+
+
+def _fast_sum(dtype: torch.dtype, n: int, device: torch.device) -> bool:
+    """Whether phase 2 sums the endpoints through exact fp32 copies (see module docstring)."""
+    if dtype not in _REDUCED or device.type != "cpu" or not 1 <= n <= _MAX_FAST_ROWS:
+        return False
+    key = (dtype, n)
+    if key not in _fast_sum_ok:
+        try:
+            _fast_sum_ok[key] = _self_check_sum(dtype, n)
+        except Exception:  # any surprise: torch.sum
+            _fast_sum_ok[key] = False
+    return _fast_sum_ok[key]
 
 
 def task_vectors(
@@ -87,10 +155,14 @@ class _Endpoint:
     def rank_mask(self, s: int, e: int) -> torch.Tensor:
         """Float 0/1 mask of ranks in ``[lo, hi)`` on elements ``s:e`` (integer clamps)."""
         r = self.ranks[s:e]
-        keep = torch.sub(self.hi, r).clamp_(0, 1)
+        device = self.tv.device
+        # Into reused buffers: a fresh allocation per chunk costs page faults on CPU.
+        keep = torch.sub(r, self.hi, out=_workspace("keep", e - s, r.dtype, device))
+        keep.neg_().clamp_(0, 1)  # hi - r clamped: 1 iff r < hi
         if self.lo > 0:
-            keep.mul_(torch.sub(r, self.lo - 1).clamp_(0, 1))
-        out = _workspace("mask", e - s, self.tv.dtype, self.tv.device)
+            low = torch.sub(r, self.lo - 1, out=_workspace("keep_lo", e - s, r.dtype, device))
+            keep.mul_(low.clamp_(0, 1))
+        out = _workspace("mask", e - s, self.tv.dtype, device)
         return out.copy_(keep)
 
     def masked_abs(self, s: int, e: int, out: torch.Tensor) -> None:
@@ -116,8 +188,12 @@ class _Endpoint:
         else:
             src = self.masked[s:e]
             if self.scale is not None:
-                src = src * self.scale
-            out.copy_(src)  # MergeKit's ``.to(tensor.dtype)`` from the work dtype
+                # MergeKit: ``(tensor * mask) * (before / after)`` in the work dtype ...
+                scaled = out if self.wd == out.dtype else _workspace("scaled", e - s, self.wd,
+                                                                     out.device)
+                src = torch.mul(src, self.scale, out=scaled)
+            if src is not out:
+                out.copy_(src)  # ... then ``.to(tensor.dtype)``
         out.mul_(self.weight)
 
 
@@ -203,14 +279,20 @@ def merge_gta(
     consensus: str | None,
     generator: torch.Generator | None,
     cache: dict | None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """MergeKit's ``GeneralizedTaskArithmeticMerge.merge_group`` for one tensor.
 
     Random masks are drawn endpoint by endpoint in ``tensors`` order, one draw per element of
-    each endpoint whose density is below 1 (MergeKit's order within a tensor group).
+    each endpoint whose density is below 1 (MergeKit's order within a tensor group). ``out``
+    (contiguous, the base's shape and dtype, overlapping no input) receives the result and is
+    returned; without it the result is a new tensor.
     """
+    if out is not None:
+        if out.shape != base.shape or out.dtype != base.dtype or not out.is_contiguous():
+            raise ValueError("out must be contiguous with the base's shape and dtype")
     if not tensors:
-        return base
+        return base if out is None else out.copy_(base)
     if consensus not in (None, "sum", "count"):
         raise ValueError(f"Unknown consensus_method {consensus!r}; valid: 'count', 'sum'")
     tvs = task_vectors(base, tensors, cache)
@@ -243,15 +325,44 @@ def merge_gta(
         divisor[divisor.abs() < 1e-8] = 1
     one = torch.ones((), dtype=dtype, device=base.device)
     flat_base = base.reshape(-1)
-    out = torch.empty_like(flat_base)
+    result = torch.empty_like(base) if out is None else out
+    flat_out = result.view(-1)
     size = min(chunk, numel)
     stack = _workspace("stack", n * size, dtype, base.device).view(n, size)
+    fast = _fast_sum(dtype, n, base.device)
+    if fast:
+        stack32 = _workspace("stack32", n * size, torch.float32, base.device).view(n, size)
+        sign32 = _workspace("sign32", n * size, torch.float32, base.device).view(n, size)
+        acc32 = _workspace("acc32", size, torch.float32, base.device)
+        mixed_buf = _workspace("mixed", size, dtype, base.device)
+        divisor_buf = _workspace("divisor", size, dtype, base.device)
+        zero_buf = _workspace("is_zero", size, dtype, base.device)
+        elected_buf = _workspace("elected", size, torch.float32, base.device)
+        weights32 = weights.float()
+        one32 = one.float()
     for s in range(0, numel, chunk):
         e = min(s + chunk, numel)
         deltas = stack[:, : e - s]
         for j, ep in enumerate(eps):
             ep.write(s, e, deltas[j])
-        if consensus:
+        if fast:
+            # The same values as the torch.sum branch below, from exact fp32 copies.
+            d32 = stack32[:, : e - s]
+            d32.copy_(deltas)
+            acc = acc32[: e - s]
+            if consensus:
+                sign = torch.sign(d32, out=sign32[:, : e - s])
+                # Only the sign of the total is used (an all-zero column agrees with no sign).
+                _rows_sum(d32 if consensus == "sum" else sign, acc, plus_zero=False)
+                elected = torch.copysign(one32, acc, out=elected_buf[: e - s])
+                agree = sign.mul_(elected).clamp_(0, 1)
+                mixed_delta = mixed_buf[: e - s].copy_(_rows_sum(d32.mul_(agree), acc))
+                divisor = divisor_buf[: e - s].copy_(_rows_sum(agree.mul_(weights32), acc))
+                is_zero = torch.abs(divisor, out=zero_buf[: e - s])
+                divisor.add_(is_zero.sign_().neg_().add_(1))  # MergeKit: 0 -> 1
+            else:
+                mixed_delta = mixed_buf[: e - s].copy_(_rows_sum(d32, acc))
+        elif consensus:
             # MergeKit: mask = sign(delta) == elected (+1 where the sum over endpoints of delta,
             # or of sign(delta) for "count", is >= 0, else -1); mixed = (delta * mask).sum(0),
             # divisor = (weights * mask).sum(0). With float masks: agree = clamp(sign * e, 0, 1)
@@ -269,5 +380,5 @@ def merge_gta(
             mixed_delta /= divisor
         if lam != 1:
             mixed_delta *= lam
-        torch.add(flat_base[s:e], mixed_delta, out=out[s:e])
-    return out.reshape(base.shape)
+        torch.add(flat_base[s:e], mixed_delta, out=flat_out[s:e])
+    return result

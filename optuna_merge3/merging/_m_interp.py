@@ -78,11 +78,14 @@ def slerp(
     cache: dict | None = None,
     dot_threshold: float = 0.9995,
     eps: float = 1e-8,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Spherical interpolation of the whole (flattened) tensor from ``v0`` (base) to ``v1``.
 
     MergeKit's ``slerp``: angle from the normalised dot product; linear interpolation when
-    ``|cos theta| > 0.9995`` (near-colinear or antipodal); fp32 math, result in the input dtype.
+    ``|cos theta| > 0.9995`` (near-colinear or antipodal); fp32 math, result in the input dtype
+    (written into ``out`` when given: contiguous, ``v0``'s shape and dtype). The per-chunk
+    ``coef_a * x + coef_b * y`` runs in reused fp32 buffers (same operations, no allocation).
     """
     if not v0.is_floating_point():
         raise TypeError("SLERP requires floating-point tensors")
@@ -101,13 +104,20 @@ def slerp(
     lin, theta, sin_theta = stats
     coef_a = torch.where(lin, 1 - tt, torch.sin((1 - tt) * theta) / sin_theta)
     coef_b = torch.where(lin, tt, torch.sin(tt * theta) / sin_theta)
-    result = torch.empty_like(a)
+    result = torch.empty_like(a) if out is None else out.view(1, -1)
     chunk = _SLERP_CHUNK_ELEMENTS
+    width = min(chunk, a.shape[1])
+    x_buf = torch.empty((1, width), dtype=dtype, device=v0.device)
+    y_buf = torch.empty((1, width), dtype=dtype, device=v0.device)
     for start in range(0, a.shape[1], chunk):
-        x = a[:, start : start + chunk].to(dtype)
-        y = b[:, start : start + chunk].to(dtype)
-        result[:, start : start + chunk] = coef_a * x + coef_b * y
-    return result.reshape(v0.shape)
+        stop = min(start + chunk, a.shape[1])
+        x = x_buf[:, : stop - start].copy_(a[:, start:stop])
+        y = y_buf[:, : stop - start].copy_(b[:, start:stop])
+        # MergeKit: result[:, chunk] = coef_a * x + coef_b * y (fp32, then the input dtype)
+        torch.mul(x, coef_a, out=x)
+        torch.mul(y, coef_b, out=y)
+        result[:, start:stop].copy_(x.add_(y))
+    return result.reshape(v0.shape) if out is None else out
 
 
 def _nuslerp_prepare(

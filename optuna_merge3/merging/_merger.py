@@ -145,8 +145,14 @@ class InMemoryMerger:
         return self._resident[name]
 
     # -- merging --------------------------------------------------------------------------------
-    def _merged(self, params: Mapping[str, float], seed: int) -> Iterator[tuple[str, torch.Tensor]]:
-        """(name, merged tensor) in sorted name order; params already validated."""
+    def _merged(
+        self,
+        params: Mapping[str, float],
+        seed: int,
+        outs: Mapping[str, torch.Tensor] | None = None,
+    ) -> Iterator[tuple[str, torch.Tensor]]:
+        """(name, merged tensor) in sorted name order; params already validated. A tensor in
+        ``outs`` (a live full-precision parameter) receives its merge in place and is yielded."""
         generator = torch.Generator(device=self.device).manual_seed(int(seed))
         space = self.space
         for name in self.tensor_names:
@@ -166,7 +172,29 @@ class InMemoryMerger:
                 generator=generator,
                 cache=None if self.stream else self._caches[name],
                 tensor_name=name,
+                out=outs.get(name) if outs else None,
             )
+
+    def _direct_outputs(self, targets: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Live parameters the merge can write into directly: full precision, contiguous, of
+        the merge's dtype / device / shape, and not an input (never the case for a model from
+        :meth:`load_model`). Others (4-bit weights, buffers) get the merged tensor copied."""
+        outs: dict[str, torch.Tensor] = {}
+        for name in self.float_names:
+            target = targets.get(name)
+            if target is None or target.quantized:
+                continue
+            data = target.param.data
+            if (
+                data.dtype != self.dtype
+                or data.device != self.device
+                or not data.is_contiguous()
+                or tuple(data.shape) != tuple(self._reference.shape(name))
+                or any(data.data_ptr() == t.data_ptr() for t in self._resident.get(name, {}).values())
+            ):
+                continue
+            outs[name] = data
+        return outs
 
     def merged_state_dict(self, params: Mapping[str, float], seed: int = 0) -> dict[str, Any]:
         """The merged checkpoint as fresh tensors (never aliasing the inputs)."""
@@ -184,11 +212,17 @@ class InMemoryMerger:
             pass
         return time.perf_counter() - started
 
-    def _write(self, model: Any, items: Iterator[tuple[str, torch.Tensor]]) -> dict[str, float]:
+    def _targets(self, model: Any) -> dict[str, Any]:
         targets = model_targets(model)
         missing = [n for n in self.tensor_names if n not in targets]
         if missing:
             raise ValueError(f"the model has no parameter for checkpoint tensor(s) {missing[:5]}")
+        return targets
+
+    def _write(
+        self, model: Any, items: Iterator[tuple[str, torch.Tensor]], targets: Any = None
+    ) -> dict[str, float]:
+        targets = targets if targets is not None else self._targets(model)
         merge_s = write_s = 0.0
         quantized = 0
         clock = time.perf_counter()
@@ -207,11 +241,16 @@ class InMemoryMerger:
         """Write the merge of genotype ``params`` into ``model`` in place; return timings.
 
         ``model`` is one from :meth:`load_model` (full precision or nf4). Nothing is written to
-        disk. Returns ``merge_s`` (math), ``write_s`` (copy / 4-bit re-quantisation),
-        ``total_s``, ``n_tensors`` and ``n_quantized``.
+        disk. A full-precision parameter of the merger's dtype receives its merge in place (the
+        task-vector methods write it chunk by chunk, without a full-size temporary); 4-bit
+        weights are re-quantised from the merged tensor. Returns ``merge_s`` (math),
+        ``write_s`` (copy / 4-bit re-quantisation), ``total_s``, ``n_tensors`` and
+        ``n_quantized``.
         """
         params = self.space.validate(params)
-        timings = self._write(model, self._merged(params, seed))
+        targets = self._targets(model)
+        outs = self._direct_outputs(targets)
+        timings = self._write(model, self._merged(params, seed, outs), targets)
         _logger.debug("apply: %s", timings)
         return timings
 

@@ -220,6 +220,7 @@ def merge_tensor(
     generator: torch.Generator | None = None,
     cache: dict | None = None,
     tensor_name: str = "",
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Merge one weight tensor of several models with a MergeKit 0.1.5 method.
 
@@ -247,9 +248,12 @@ def merge_tensor(
             equal those of ``cache=None``. Memory per endpoint: the task vector plus 4 bytes per
             element for TIES / breadcrumbs ranks and one work-dtype element for DELLA.
         tensor_name: used in error messages only.
+        out: optional destination (e.g. the live model's parameter): contiguous, of the
+            result's shape and dtype, overlapping no input. The task-vector methods write into
+            it chunk by chunk (no full-size temporary); the others copy their result into it.
 
     Returns:
-        The merged tensor, in the promoted dtype of the inputs (as MergeKit).
+        The merged tensor, in the promoted dtype of the inputs (as MergeKit); ``out`` when given.
 
     Raises:
         ValueError: unknown method / parameter / option, missing required parameter, option or
@@ -289,11 +293,37 @@ def merge_tensor(
             f"{spec.name}{where}: random masks need an explicit torch.Generator (generator=...)"
         )
 
+    if out is not None and (
+        out.shape != shape or out.dtype != dtype or out.device != inputs[0].device
+        or not out.is_contiguous()
+    ):
+        raise ValueError(
+            f"{spec.name}{where}: out must be a contiguous {dtype} tensor of shape "
+            f"{tuple(shape)} on {inputs[0].device}"
+        )
+    with torch.no_grad():
+        result = _merge(spec, base, tensors, resolved, opts, generator, cache, out)
+        if out is None or result is out:
+            return result
+        return out.copy_(result)
+
+
+def _merge(
+    spec: MethodSpec,
+    base: torch.Tensor | None,
+    tensors: list[torch.Tensor],
+    resolved: list[dict[str, float]],
+    opts: dict[str, Any],
+    generator: torch.Generator | None,
+    cache: dict | None,
+    out: torch.Tensor | None,
+) -> torch.Tensor:
+    """The method's kernel (the task-vector family writes into ``out`` when given)."""
     with torch.no_grad():
         if spec.name == "linear":
             return _m_interp.linear(tensors, [p["weight"] for p in resolved], opts["normalize"])
         if spec.name == "slerp":
-            return _m_interp.slerp(float(opts["t"]), base, tensors[0], cache)
+            return _m_interp.slerp(float(opts["t"]), base, tensors[0], cache, out=out)
         if spec.name == "nuslerp":
             return _m_interp.nuslerp(
                 [p["weight"] for p in resolved],
@@ -314,4 +344,5 @@ def merge_tensor(
             consensus=opts.get(_CONSENSUS_OPTION),
             generator=generator,
             cache=cache,
+            out=out,
         )

@@ -75,7 +75,14 @@ def write_tensor(target: Target, value: torch.Tensor) -> None:
     if not target.quantized:
         if tuple(target.param.shape) != tuple(value.shape):
             raise ValueError(f"shape {tuple(value.shape)} does not fit {tuple(target.param.shape)}")
-        target.param.data.copy_(value)
+        param = target.param
+        in_place = (  # merged in place by InMemoryMerger.apply: nothing to copy
+            value.data_ptr() == param.data_ptr()
+            and value.dtype == param.dtype
+            and value.stride() == param.stride()
+        )
+        if not in_place:
+            param.data.copy_(value)
         return
     import bitsandbytes.functional as bnbf
 
