@@ -68,13 +68,14 @@ class MTStream:
         """``torch.bernoulli(full_like(out, p))`` into ``out`` (float 0/1); ``p`` as stored in
         the probability tensor's dtype (converted to float by the kernel)."""
         threshold = math.ceil(p * _SCALE)  # m * 2**-24 < p  <=>  m < ceil(p * 2**24)
-        m = self.uint24(out.numel())
-        return out.copy_(torch.sub(threshold, m).clamp_(0, 1))
+        m = self.uint24(out.numel())  # a fresh array we own: computed in place
+        return out.copy_(m.sub_(threshold).neg_().clamp_(0, 1))  # threshold - m, clamped
 
     def bernoulli_tensor(self, probs: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """``torch.bernoulli(probs)`` into fp32 ``out`` (float 0/1)."""
-        m = self.uint24(probs.numel()).to(torch.float32)  # exact: < 2**24
-        torch.sub(probs.to(torch.float32) * _SCALE, m, out=out)  # exact sign of p * 2**24 - m
+        m = self.uint24(probs.numel())
+        out.copy_(probs).mul_(_SCALE)  # exact: fp32 copy scaled by a power of two
+        out.sub_(m)  # m < 2**24 converts exactly: the exact sign of p * 2**24 - m
         return out.sign_().clamp_(0, 1)
 
     def close(self) -> None:
