@@ -248,7 +248,8 @@ def _prepare(
                 if sparsification == "random":  # MergeKit: full_like(tensor, density)
                     pc = probs[: e - s].fill_(density)
                 else:  # MergeKit: (density - epsilon) + rank_norm * 2 * epsilon
-                    pc = torch.add(rank_norm[s:e] * 2 * eps, density - eps, out=probs[: e - s])
+                    pc = torch.mul(rank_norm[s:e], 2, out=probs[: e - s])
+                    pc.mul_(eps).add_(density - eps)  # the same ops, in place
                 if stream is not None:
                     draw = _workspace("draw", e - s, torch.float32, tv.device)
                     mask = stream.bernoulli_tensor(pc, draw)
