@@ -21,9 +21,11 @@ def _say(message: str) -> None:
 
 
 def _runner(args: argparse.Namespace) -> Any:
-    from optuna_merge3.runner import StudyRunner
+    from optuna_merge3.runner import DEFAULT_HEARTBEAT_S, StudyRunner
 
-    return StudyRunner(args.config, storage=args.storage, progress=_say)
+    heartbeat = getattr(args, "heartbeat", None)
+    return StudyRunner(args.config, storage=args.storage, progress=_say,
+                       heartbeat_interval=DEFAULT_HEARTBEAT_S if heartbeat is None else heartbeat)
 
 
 def _print_results(runner: Any, truth: bool = True) -> list[Any]:
@@ -42,7 +44,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     runner = _runner(args)
     started = time.perf_counter()
-    runner.open_study(heartbeat_interval=args.heartbeat)
     study = runner.run(n_trials=args.n_trials, show_progress=True)
     _say(f"[evolve] done in {time.perf_counter() - started:.1f} s")
     rows = _print_results(runner)
@@ -60,9 +61,11 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     import json
 
     runner = _runner(args)
+    runner.check()
     setup = runner.setup
     _say(json.dumps(setup.summary(), indent=1))
     _say(f"[estimate] done in {setup.seconds:.1f} s (cached under {runner.config.out_dir})")
+    runner.open_study()  # created once here, before several workers start `run`
     return 0
 
 
@@ -82,20 +85,45 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     runner = _runner(args)
     rows = _print_results(runner)
-    png, md = write_report(runner.open_study(), rows, [t.name for t in runner.config.tasks],
+    png, md = write_report(runner.open_study(create=False), rows,
+                           [t.name for t in runner.config.tasks],
                            args.out or runner.config.out_dir)
     _say(f"Report: {png} and {md}")
     return 0
 
 
-def cmd_dashboard(args: argparse.Namespace) -> int:
-    from optuna_dashboard import run_server
+def dashboard_server(runner: Any, host: str = "127.0.0.1", port: int = 8080) -> Any:
+    """optuna-dashboard's WSGI app on the study and its artifact store, bound to ``host:port``
+    (port 0: a free one, see ``server.server_port``); call ``serve_forever()`` on it.
 
-    runner = _runner(args)
-    runner.open_study()  # refuses a changed config before serving a stale view
-    _say(f"optuna-dashboard on http://{args.host}:{args.port} (Ctrl-C to stop)")
-    run_server(runner.storage, host=args.host, port=args.port,
-               artifact_store=runner.artifact_store)
+    The same app and threaded wsgiref server as ``optuna-dashboard STORAGE --artifact-dir``.
+    """
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    from optuna_dashboard import wsgi
+
+    class _Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    class _QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+            logging.getLogger("optuna_merge3.dashboard").debug(format, *args)
+
+    runner.open_study(create=False)  # refuses a changed config before serving a stale view
+    app = wsgi(runner.open_storage(), artifact_store=runner.artifact_store)
+    return make_server(host, port, app, server_class=_Server, handler_class=_QuietHandler)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    server = dashboard_server(_runner(args), args.host, args.port)
+    _say(f"optuna-dashboard on http://{args.host}:{server.server_port} (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
     return 0
 
 
@@ -118,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = add("run", cmd_run, "Extract, Estimate (cached) and Evolve; resumes a study.")
     run.add_argument("--n-trials", type=int, help="global budget of complete trials")
     run.add_argument("--heartbeat", type=int, default=None,
-                     help="heartbeat seconds (RDB storage): retries trials of killed workers")
+                     help="heartbeat seconds of an RDB storage (default 30, 0: off): the trial "
+                          "of a killed worker is failed and retried")
     add("estimate", cmd_estimate, "Only Extract and Estimate (IRT fit, endpoint abilities).")
     best = add("best", cmd_best, "Print the Pareto front / best trial next to the endpoints.")
     best.add_argument("--no-truth", action="store_true",
@@ -130,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="output folder (default: the study's out_dir)")
     dash = add("dashboard", cmd_dashboard, "Serve optuna-dashboard on the study + artifacts.")
     dash.add_argument("--host", default="127.0.0.1")
-    dash.add_argument("--port", type=int, default=8080)
+    dash.add_argument("--port", type=int, default=8080, help="0: any free port")
     return parser
 
 
@@ -147,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (ConfigError, SignatureMismatchError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, SignatureMismatchError, ValueError, OSError) as exc:
         print(f"optuna-merge3 {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

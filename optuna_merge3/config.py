@@ -20,11 +20,24 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["ConfigError", "StudyConfig", "TaskConfig", "load_config"]
+__all__ = [
+    "ConfigError",
+    "StudyConfig",
+    "TaskConfig",
+    "load_config",
+    "portable_merge",
+    "portable_signature",
+]
 
 ESTIMATORS = ("naive", "pirt", "gpirt", "mpirt", "gmpirt", "gmpirt_star")
 EXTRACTORS = ("random", "irt_clusters")
 DIRECTIONS = ("maximize", "minimize")
+# Kept equal to ``optuna_merge3.study.SAMPLERS`` (a test checks it); not imported from there so
+# that reading a config does not import Optuna.
+SAMPLERS = ("nsga2", "nsga3", "cmaes", "tpe", "gp", "random")
+SINGLE_OBJECTIVE_SAMPLERS = ("cmaes",)
+# Merge coefficients that are fractions of a task vector: bounds and fixed values in [0, 1].
+_UNIT_INTERVAL_PARAMS = ("density", "gamma")
 
 
 class ConfigError(ValueError):
@@ -117,8 +130,20 @@ class StudyConfig:
         if not isinstance(merge, dict) or not merge:
             raise ConfigError(f"{where}: [merge] table is required (method, base, endpoints)")
         merge = _resolve_merge_paths(merge, root, where)
+        _check_merge_ranges(merge, where)
         tasks = _tasks(raw.get("tasks"), root, where)
         _check_choice(irt["extraction"], EXTRACTORS, where, "irt.extraction")
+        _check_choice(sampler["name"], SAMPLERS, where, "sampler.name")
+        if sampler["name"] in SINGLE_OBJECTIVE_SAMPLERS and len(tasks) > 1:
+            raise ConfigError(
+                f"{where}: sampler.name: {sampler['name']!r} is single-objective but the config "
+                f"has {len(tasks)} tasks (one objective each); use 'nsga2' or 'nsga3', or keep "
+                "one task"
+            )
+        if sampler["population_size"] < 2:
+            raise ConfigError(
+                f"{where}: sampler.population_size: must be >= 2, got {sampler['population_size']}"
+            )
         if study["n_trials"] < 1:
             raise ConfigError(f"{where}: study.n_trials: must be >= 1, got {study['n_trials']}")
         out_dir = Path(study["out_dir"].format(name=study["name"]))
@@ -146,10 +171,12 @@ class StudyConfig:
     def signature(self) -> dict[str, Any]:
         """What must not change between resumes: search space, tasks, sampler, IRT setup.
 
-        ``n_trials``, storage and evaluation batch size may change freely.
+        ``n_trials``, storage and evaluation batch size may change freely. Model paths enter as
+        their folder names and task files as content hashes, so a moved repository (or another
+        worker with another mount point) resumes the same study.
         """
         return {
-            "merge": _jsonable(self.merge),
+            "merge": portable_merge(self.merge),
             "tasks": [
                 {
                     "name": t.name,
@@ -258,8 +285,34 @@ def _resolve_merge_paths(merge: dict, root: Path, where: str) -> dict:
     endpoints = merge.get("endpoints")
     if not isinstance(endpoints, dict) or len(endpoints) < 2:
         raise ConfigError(f"{where}: merge.endpoints: a table of at least two name = path entries")
+    bad = sorted(k for k, v in endpoints.items() if not isinstance(v, str))
+    if bad:
+        raise ConfigError(f"{where}: merge.endpoints.{bad[0]}: expected a path string")
     merge["endpoints"] = {k: str(_resolve(v, root)) for k, v in endpoints.items()}
+    for key, value in [("base", merge.get("base"))] + [
+        (f"endpoints.{k}", v) for k, v in merge["endpoints"].items()
+    ]:
+        if isinstance(value, str) and not Path(value).exists():
+            raise ConfigError(f"{where}: merge.{key}: model not found: {value}")
     return merge
+
+
+def _check_merge_ranges(merge: dict, where: str) -> None:
+    """Fractions of a task vector (density, gamma) must stay in [0, 1]."""
+    for table in ("search", "fixed"):
+        entries = merge.get(table)
+        if not isinstance(entries, dict):
+            continue  # MergeSpace reports the type error
+        for key, value in entries.items():
+            if str(key).partition("/")[0] not in _UNIT_INTERVAL_PARAMS:
+                continue
+            values = value if isinstance(value, list) else [value]
+            numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            if any(not 0.0 <= v <= 1.0 for v in numbers):
+                raise ConfigError(
+                    f"{where}: merge.{table}.{key}: {value!r} is out of range; a "
+                    f"{str(key).partition('/')[0]} is a fraction of the task vector in [0, 1]"
+                )
 
 
 def _resolve(value: str, root: Path) -> Path:
@@ -272,5 +325,31 @@ def _file_sha(path: Path) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    """Paths become their names so that moving the repo does not change a signature."""
     return json.loads(json.dumps(value, default=str))
+
+
+def portable_merge(merge: Any) -> Any:
+    """The ``[merge]`` table with ``base`` and endpoint paths reduced to their folder names.
+
+    Idempotent, so it also upgrades a signature stored by an older version (absolute paths).
+    """
+    merge = _jsonable(merge)
+    if not isinstance(merge, dict):
+        return merge
+    if isinstance(merge.get("base"), str):
+        merge["base"] = _path_name(merge["base"])
+    if isinstance(merge.get("endpoints"), dict):
+        merge["endpoints"] = {k: _path_name(v) if isinstance(v, str) else v
+                              for k, v in merge["endpoints"].items()}
+    return merge
+
+
+def portable_signature(signature: Any) -> Any:
+    """:meth:`StudyConfig.signature` made path-free (see :func:`portable_merge`)."""
+    if isinstance(signature, dict) and "merge" in signature:
+        return {**signature, "merge": portable_merge(signature["merge"])}
+    return signature
+
+
+def _path_name(value: str) -> str:
+    return Path(value.rstrip("/\\")).name or value

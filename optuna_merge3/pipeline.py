@@ -24,7 +24,13 @@ import numpy as np
 
 from optuna_merge3.config import StudyConfig, TaskConfig
 
-__all__ = ["FitnessSetup", "TaskSetup", "load_reference_responses", "prepare_fitness"]
+__all__ = [
+    "FitnessSetup",
+    "TaskSetup",
+    "check_inputs",
+    "load_reference_responses",
+    "prepare_fitness",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -80,9 +86,12 @@ def load_reference_responses(path: str | Path) -> tuple[list[str], list[str], np
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", newline="") as fh:
-        rows = list(csv.reader(fh))
-    if len(rows) < 2 or rows[0][0] != "model":
+    try:
+        with opener(path, "rt", encoding="utf-8", newline="") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:  # e.g. a .gz that is not gzip
+        raise ValueError(f"{path}: cannot read it as a CSV file: {exc}") from exc
+    if len(rows) < 2 or not rows[0] or rows[0][0] != "model":
         raise ValueError(f"{path}: expected a header starting with 'model' and at least one row")
     item_ids = rows[0][1:]
     models, values = [], []
@@ -99,6 +108,53 @@ def load_reference_responses(path: str | Path) -> tuple[list[str], list[str], np
     if bad.any():
         raise ValueError(f"{path}: responses must be 0, 1 or empty")
     return models, item_ids, responses
+
+
+def check_inputs(config: StudyConfig) -> list[Any]:
+    """Read every task and reference file of ``config`` and check that they fit together.
+
+    Cheap (no model is loaded): the runner calls it before it opens or creates the study, so a
+    bad task file never leaves a half-made study behind.
+
+    Returns:
+        The loaded tasks, in config order.
+
+    Raises:
+        ValueError: naming the task, the file and the problem (no items, ``n_items`` larger than
+            the task, reference item ids that do not cover the task's, malformed lines).
+    """
+    from optuna_merge3 import evaluation
+
+    tasks = []
+    for task_config in config.tasks:
+        task = evaluation.load_task(task_config.path)
+        _check_task(task_config, task)
+        _, item_ids, _ = load_reference_responses(task_config.reference)
+        _check_reference_ids(task_config, task, item_ids)
+        tasks.append(task)
+    return tasks
+
+
+def _check_task(task_config: TaskConfig, task: Any) -> None:
+    n = len(task.items)
+    if n == 0:
+        raise ValueError(f"task {task_config.name!r}: {task_config.path} has no items")
+    if task_config.n_items > n:
+        raise ValueError(
+            f"task {task_config.name!r}: n_items = {task_config.n_items} but "
+            f"{task_config.path} has only {n} items; lower n_items to at most {n}"
+        )
+
+
+def _check_reference_ids(task_config: TaskConfig, task: Any, item_ids: list[str]) -> None:
+    known = set(item_ids)
+    missing = [item.id for item in task.items if item.id not in known]
+    if missing:
+        raise ValueError(
+            f"{task_config.reference}: no reference responses for {len(missing)} of "
+            f"{len(task.items)} item(s) of task {task_config.name!r} ({task_config.path}), "
+            f"e.g. {missing[:3]}; the reference CSV header must list the task's item ids"
+        )
 
 
 def prepare_fitness(
@@ -131,6 +187,7 @@ def prepare_fitness(
     setups = []
     for task_index, task_config in enumerate(config.tasks):
         task = evaluation.load_task(task_config.path)
+        _check_task(task_config, task)
         params = _fit_or_load_irt(config, task_config, task, cache_dir, say)
         rows = []
         for name in endpoint_names:
@@ -149,7 +206,7 @@ def prepare_fitness(
         subset = irt.extract_subset(
             config.irt["extraction"],
             n_items=len(task.items),
-            k=min(task_config.n_items, len(task.items)),
+            k=task_config.n_items,
             random_state=np.random.default_rng([config.seed, task_index]),
             params=params,
         )
@@ -169,13 +226,9 @@ def _fit_or_load_irt(
 
     models, item_ids, responses = load_reference_responses(task_config.reference)
     task_ids = [item.id for item in task.items]
-    missing = sorted(set(task_ids) - set(item_ids))
-    if missing:
-        raise ValueError(
-            f"{task_config.reference}: no reference responses for {len(missing)} item(s) of task "
-            f"{task_config.name!r}, e.g. {missing[:3]}"
-        )
-    order = [item_ids.index(i) for i in task_ids]
+    _check_reference_ids(task_config, task, item_ids)
+    position = {item_id: k for k, item_id in enumerate(item_ids)}
+    order = [position[i] for i in task_ids]
     responses = responses[:, order]
     digest = hashlib.sha256(responses.tobytes() + json.dumps(
         [task_ids, config.irt, config.seed], sort_keys=True, default=str).encode()).hexdigest()[:16]

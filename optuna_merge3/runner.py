@@ -12,15 +12,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
 from optuna_merge3.config import StudyConfig, load_config
 from optuna_merge3.pipeline import FitnessSetup, prepare_fitness
 
-__all__ = ["StudyRunner", "TrialSummary"]
+__all__ = ["DEFAULT_HEARTBEAT_S", "StudyRunner", "TrialSummary"]
 
 _logger = logging.getLogger(__name__)
+
+# Heartbeat of RDB storages unless told otherwise: a worker killed mid-trial (SIGKILL, OOM) leaves
+# a RUNNING trial that is failed and retried about 2 heartbeats later, by a live worker or by the
+# next resume. Without it such a trial would hold its budget slot for good.
+DEFAULT_HEARTBEAT_S = 30
 
 
 @dataclass
@@ -41,6 +47,9 @@ class StudyRunner:
         config: a :class:`StudyConfig` or a path to its TOML file.
         storage: an RDB URL or journal path overriding the config's storage.
         progress: a callback for one-line progress messages (the CLI prints them).
+        heartbeat_interval: heartbeat seconds of an RDB storage (0 or None: no heartbeat); with
+            it the trial of a killed worker is failed and retried
+            (``RetryHeartbeatStaleTrialCallback``) instead of holding a budget slot.
     """
 
     def __init__(
@@ -48,10 +57,14 @@ class StudyRunner:
         config: StudyConfig | str | Path,
         storage: str | None = None,
         progress: Callable[[str], None] | None = None,
+        heartbeat_interval: int | None = DEFAULT_HEARTBEAT_S,
     ) -> None:
         self.config = config if isinstance(config, StudyConfig) else load_config(config)
         self.storage_url = storage or self.config.storage
         self.progress = progress or _logger.info
+        self.heartbeat_interval = heartbeat_interval or None
+        self._storage: Any = None
+        self._checked = False
         self._merger: Any = None
         self._model: Any = None
         self._tokenizer: Any = None
@@ -144,28 +157,95 @@ class StudyRunner:
         return f"sqlite:///{(self.config.out_dir / 'study.db').resolve()}"
 
     # -- the study ---------------------------------------------------------------------------
-    def open_study(self, heartbeat_interval: int | None = None) -> optuna.Study:
-        """Create the study (seeding generation 0) or resume it after checking its config."""
+    def _sampler(self) -> Any:
+        from optuna_merge3 import study as study_lib
+
+        return study_lib.create_sampler(
+            self.config.sampler["name"],
+            n_objectives=len(self.config.tasks),
+            seed=self.config.seed,
+            population_size=self.config.sampler["population_size"],
+        )
+
+    def _signature(self) -> dict[str, Any]:
+        return {**self.config.signature(), "space": self.space.signature()}
+
+    def open_storage(self) -> Any:
+        """The study's storage object (opened once, with the runner's heartbeat)."""
+        if self._storage is None:
+            from optuna_merge3 import study as study_lib
+
+            rdb = "://" in self.storage  # a journal file has no heartbeat
+            self._storage = study_lib.open_storage(
+                self.storage, heartbeat_interval=self.heartbeat_interval if rdb else None
+            )
+        return self._storage
+
+    def check(self) -> bool:
+        """Check everything that is cheap to check before any model is loaded or study written.
+
+        The merge space and sampler build, every task and reference file reads and fits its
+        ``n_items``, the storage opens, and an existing study of this name has the same
+        signature. Nothing is created.
+
+        Returns:
+            Whether the study already exists.
+
+        Raises:
+            ValueError (``ConfigError``, ``SignatureMismatchError``): what is wrong, and where.
+        """
+        from optuna_merge3 import study as study_lib
+        from optuna_merge3.config import ConfigError, portable_signature
+        from optuna_merge3.pipeline import check_inputs
+
+        where = str(self.config.source) if self.config.source else "<config>"
+        try:
+            _ = self.space
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+        check_inputs(self.config)
+        sampler = self._sampler()
+        existing = study_lib.load_existing_study(self.config.name, self.open_storage(), sampler)
+        if existing is not None:
+            study_lib.check_signature(existing, self._signature(),
+                                      directions=self.config.directions,
+                                      normalize=portable_signature)
+        self._checked = True
+        return existing is not None
+
+    def open_study(
+        self, heartbeat_interval: int | None = None, create: bool = True
+    ) -> optuna.Study:
+        """Create the study (seeding generation 0) or resume it after checking its config.
+
+        Args:
+            heartbeat_interval: overrides the runner's heartbeat if the storage is not open yet.
+            create: False for read-only uses (``best``, ``export``, ``report``, ``dashboard``):
+                a missing study is an error instead of a new empty one.
+        """
         if self._study is not None:
             return self._study
         from optuna_merge3 import study as study_lib
+        from optuna_merge3.config import portable_signature
 
+        if heartbeat_interval is not None and self._storage is None:
+            self.heartbeat_interval = heartbeat_interval or None
+        if not create and study_lib.load_existing_study(
+            self.config.name, self.open_storage()
+        ) is None:
+            raise ValueError(
+                f"study {self.config.name!r} not found in {_redact_url(self.storage)}; run "
+                "`optuna-merge3 run CONFIG` first"
+            )
         sampler_cfg = self.config.sampler
-        sampler = study_lib.create_sampler(
-            sampler_cfg["name"],
-            n_objectives=len(self.config.tasks),
-            seed=self.config.seed,
-            population_size=sampler_cfg["population_size"],
-        )
-        storage = study_lib.open_storage(self.storage, heartbeat_interval=heartbeat_interval)
-        signature = {**self.config.signature(), "space": self.space.signature()}
         study, resumed = study_lib.create_or_resume_study(
             self.config.name,
-            storage,
+            self.open_storage(),
             directions=self.config.directions,
-            sampler=sampler,
-            signature=signature,
+            sampler=self._sampler(),
+            signature=self._signature(),
             metric_names=[f"{t.name} ({t.estimator})" for t in self.config.tasks],
+            normalize=portable_signature,
         )
         if not resumed:
             self._write_note(study)
@@ -194,10 +274,12 @@ class StudyRunner:
         The budget is global: a resume or a second worker only runs what is missing.
         """
         budget = n_trials or self.config.n_trials
+        if self._study is None and not self._checked:
+            self.check()  # a bad config fails here, before a model is loaded or a study written
+        _ = self.setup  # load + Extract + Estimate before the study is created or a trial timed
         study = self.open_study()
         objective = self.objective
         objective.budget = budget
-        _ = self.setup  # Extract + Estimate before the first trial (and before timing it)
         done = _n_complete(study)
         self.progress(f"[evolve] {done}/{budget} complete trials; running the rest")
         callbacks: list[Any] = [
@@ -225,17 +307,28 @@ class StudyRunner:
         from optuna_merge3 import evaluation
         from optuna_merge3.objective import genotype_seed
 
+        setup = self.setup
         self.merger.apply(params, self.model, seed=genotype_seed(params, self.config.seed))
         batch = self.config.evaluation["batch_size"]
-        return [
-            float(evaluation.evaluate(self.model, self.tokenizer, t.task, batch_size=batch)
-                  .correct.mean())
-            for t in self.setup.tasks
-        ]
+        # The Estimate step's correctness cache, keyed by the merged weights: `best` and `report`
+        # after `run` do not evaluate the front again.
+        cache = evaluation.CorrectnessCache(self.config.out_dir / "estimate" / "correctness")
+        fingerprint = evaluation.model_fingerprint(self.model)
+        accuracy = []
+        for task_setup in setup.tasks:
+            correct = cache.get(fingerprint, task_setup.task)
+            if correct is None:
+                correct = evaluation.evaluate(self.model, self.tokenizer, task_setup.task,
+                                              batch_size=batch).correct
+                cache.put(fingerprint, task_setup.task, correct)
+            accuracy.append(float(np.mean(correct)))
+        return accuracy
 
     def summary(self, with_truth: bool = True) -> list[TrialSummary]:
         """The Pareto front (or best trial), then each endpoint and the uniform merge."""
-        study = self.open_study()
+        study = self.open_study(create=False)
+        if _n_complete(study) == 0:
+            raise ValueError(f"study {self.config.name!r} has no complete trial yet")
         front = study.best_trials if len(self.config.tasks) > 1 else [study.best_trial]
         rows = [
             TrialSummary(f"trial {t.number}", t.params, list(t.values), None, t.number)
@@ -255,7 +348,14 @@ class StudyRunner:
         """``save_pretrained`` of a trial's merge + tokenizer + ``mergekit.yaml``."""
         from optuna_merge3.objective import genotype_seed
 
-        trial = self.open_study().trials[trial_number]
+        study = self.open_study(create=False)
+        trials = study.get_trials(deepcopy=False)
+        if not 0 <= trial_number < len(trials):
+            raise ValueError(
+                f"study {self.config.name!r} has no trial {trial_number} (trials 0 to "
+                f"{len(trials) - 1}); `optuna-merge3 best` lists the front"
+            )
+        trial = trials[trial_number]
         if trial.state != TrialState.COMPLETE:
             raise ValueError(f"trial {trial_number} is {trial.state.name}, not COMPLETE")
         out = Path(out_dir)

@@ -17,7 +17,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +28,12 @@ from optuna.trial import FrozenTrial, TrialState
 __all__ = [
     "SAMPLERS",
     "SignatureMismatchError",
+    "check_signature",
     "claim_budget_slot",
     "create_or_resume_study",
     "create_sampler",
     "describe_signature_change",
+    "load_existing_study",
     "open_storage",
     "prune_if_duplicate",
     "seed_population",
@@ -139,6 +141,9 @@ def open_storage(
 
         path = Path(text.removeprefix("journal:"))
         path.parent.mkdir(parents=True, exist_ok=True)
+        if heartbeat_interval:
+            _logger.warning("journal storage %s has no heartbeat: a killed worker's trial "
+                            "stays RUNNING; use an RDB storage to retry it", path)
         return JournalStorage(JournalFileBackend(str(path)))
     if "://" not in text:
         raise ValueError(
@@ -147,19 +152,68 @@ def open_storage(
         )
     if text.startswith("sqlite:///"):
         Path(text.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    kwargs: dict[str, Any] = {}
-    if heartbeat_interval:
-        kwargs = {
-            "heartbeat_interval": heartbeat_interval,
-            "grace_period": 2 * heartbeat_interval,
-            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=max_retry
-            ),
-        }
+    import warnings
+
+    with warnings.catch_warnings():  # heartbeat options are "experimental" since Optuna 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        kwargs: dict[str, Any] = {}
+        if heartbeat_interval:
+            kwargs = {
+                "heartbeat_interval": heartbeat_interval,
+                "grace_period": 2 * heartbeat_interval,
+                "heartbeat_stale_trial_callback":
+                    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
+            }
+        try:
+            return optuna.storages.RDBStorage(text, **kwargs)
+        except Exception as exc:  # sqlalchemy raises many types; the user needs URL + cause
+            raise ValueError(f"storage {_redact(text)}: cannot open it: {exc}") from exc
+
+
+def load_existing_study(
+    name: str, storage: str | optuna.storages.BaseStorage, sampler: BaseSampler | None = None
+) -> optuna.Study | None:
+    """The study ``name`` if ``storage`` holds it, else None (nothing is created)."""
     try:
-        return optuna.storages.RDBStorage(text, **kwargs)
-    except Exception as exc:  # sqlalchemy raises many types; the user needs URL + cause
-        raise ValueError(f"storage {_redact(text)}: cannot open it: {exc}") from exc
+        return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    except KeyError:
+        return None
+
+
+def check_signature(
+    study: optuna.Study,
+    signature: Mapping[str, Any],
+    *,
+    directions: list[str] | None = None,
+    normalize: Callable[[Any], Any] | None = None,
+) -> None:
+    """Refuse a study whose stored signature (or directions) differ from ``signature``.
+
+    Args:
+        normalize: applied to both signatures before comparing (e.g. to read a signature
+            stored by an older version in today's form).
+
+    Raises:
+        SignatureMismatchError: the message says what changed.
+    """
+    new = json.loads(json.dumps(signature, sort_keys=True, default=str))
+    stored = study.user_attrs.get(SIGNATURE_KEY)
+    if stored is not None:
+        old = normalize(stored) if normalize else stored
+        new = normalize(new) if normalize else new
+        if old != new:
+            raise SignatureMismatchError(
+                f"study {study.study_name!r} exists with a different config; refusing to resume "
+                f"it. {describe_signature_change(old, new)}. Use a new study name (or delete "
+                "the study) to start over."
+            )
+    if directions is not None and (
+        [d.name.lower() for d in study.directions] != [d.lower() for d in directions]
+    ):
+        stored_dirs = [d.name.lower() for d in study.directions]
+        raise SignatureMismatchError(
+            f"study {study.study_name!r}: stored directions {stored_dirs} differ from {directions}"
+        )
 
 
 def create_or_resume_study(
@@ -170,8 +224,11 @@ def create_or_resume_study(
     sampler: BaseSampler,
     signature: Mapping[str, Any],
     metric_names: list[str] | None = None,
+    normalize: Callable[[Any], Any] | None = None,
 ) -> tuple[optuna.Study, bool]:
     """Create the study, or load it and check that its stored signature matches.
+
+    Nothing is written to an existing study before its signature is checked.
 
     Returns:
         (study, resumed): ``resumed`` is True when the study already existed.
@@ -181,29 +238,19 @@ def create_or_resume_study(
             sampler; the message says what changed.
     """
     signature = json.loads(json.dumps(signature, sort_keys=True, default=str))
-    try:
-        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
-        resumed = True
-    except KeyError:
+    study = load_existing_study(name, storage, sampler)
+    resumed = study is not None
+    if study is None:
         try:
             study = optuna.create_study(
                 study_name=name, storage=storage, sampler=sampler, directions=directions
             )
-            resumed = False
         except optuna.exceptions.DuplicatedStudyError:  # another worker won the race
             study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
             resumed = True
-    stored = study.user_attrs.get(SIGNATURE_KEY)
-    if stored is None:
+    check_signature(study, signature, directions=directions, normalize=normalize)
+    if study.user_attrs.get(SIGNATURE_KEY) is None:
         study.set_user_attr(SIGNATURE_KEY, signature)
-    elif stored != signature:
-        raise SignatureMismatchError(
-            f"study {name!r} exists with a different config; refusing to resume it. "
-            f"{describe_signature_change(stored, signature)}. Use a new study name (or delete "
-            "the study) to start over."
-        )
-    if [d.name.lower() for d in study.directions] != [d.lower() for d in directions]:
-        raise SignatureMismatchError(f"study {name!r}: stored directions differ from {directions}")
     if metric_names and study.metric_names is None:
         import warnings
 
@@ -230,11 +277,22 @@ def _diff(old: Any, new: Any, path: str) -> Iterable[str]:
                 yield f"{sub} removed (was {_short(old[key])})"
             else:
                 yield from _diff(old[key], new[key], sub)
-    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+    elif isinstance(old, list) and isinstance(new, list) and (
+        len(old) == len(new) or all(isinstance(x, dict) for x in old + new)
+    ):
+        for i, (a, b) in enumerate(zip(old, new)):  # noqa: B905 - unequal lengths on purpose
             yield from _diff(a, b, f"{path}[{i}]")
+        for i in range(len(new), len(old)):
+            yield f"{path}[{i}] removed (was {_short(_label(old[i]))})"
+        for i in range(len(old), len(new)):
+            yield f"{path}[{i}] added ({_short(_label(new[i]))})"
     elif old != new:
         yield f"{path or 'value'}: {_short(old)} -> {_short(new)}"
+
+
+def _label(value: Any) -> Any:
+    """A named entry (a task) by its name, anything else as itself."""
+    return value["name"] if isinstance(value, dict) and "name" in value else value
 
 
 def _short(value: Any) -> str:
@@ -281,30 +339,53 @@ def claim_budget_slot(
     Several workers each running ``optimize`` with ``MaxTrialsCallback`` overshoot the budget
     (every running trial completes). Here a trial counts the complete trials plus the running
     ones created before it; while that reaches the budget it waits (those may still fail and free
-    a slot), and once the budget is met it is pruned and the study stopped. Stale trials of
-    killed workers are failed while waiting, so their slots come back.
+    a slot), and once the budget is met it is pruned and the study stopped.
+
+    Queued trials (enqueued seeds, and the copies ``RetryHeartbeatStaleTrialCallback`` makes of
+    a killed worker's trial) go first: a freshly sampled trial that would take the last free
+    slot while such a trial waits is pruned, so the queued one runs instead. Stale trials of
+    killed workers are failed while waiting (heartbeat storages only; without a heartbeat a
+    killed worker's RUNNING trial holds its slot until ``timeout_s``).
 
     Raises:
-        optuna.TrialPruned: the budget is already met.
+        optuna.TrialPruned: the budget is already met, or the slot goes to a queued trial.
+        RuntimeError: no slot came free within ``timeout_s``.
     """
+    import warnings
+
     study = trial.study
     deadline = time.monotonic() + timeout_s
+    states = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
     while True:
-        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        trials = study.get_trials(deepcopy=False, states=states)
         complete = sum(t.state == TrialState.COMPLETE for t in trials)
         earlier_running = sum(
             t.state == TrialState.RUNNING and t.number < trial.number for t in trials
         )
+        waiting = [t.number for t in trials if t.state == TrialState.WAITING]
+        mine = next((t for t in trials if t.number == trial.number), None)
+        queued = mine is not None and _is_queued(mine)
         if complete >= budget:
             trial.set_user_attr("budget", "exhausted")
             study.stop()
             raise optuna.TrialPruned(f"trial budget of {budget} complete trials is met")
-        if complete + earlier_running < budget:
+        taken = complete + earlier_running
+        if taken + (0 if queued else len(waiting)) < budget:
             return
+        if taken < budget and waiting and not queued:
+            trial.set_user_attr("budget", f"slot left to queued trial {waiting[0]}")
+            raise optuna.TrialPruned(f"the free budget slot goes to queued trial {waiting[0]}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"waited {timeout_s:.0f} s for a trial budget slot")
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():  # fail_stale_trials is "experimental" in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         time.sleep(poll_s)
+
+
+def _is_queued(trial: FrozenTrial) -> bool:
+    """Whether a trial came from the queue (``enqueue_trial`` or a heartbeat retry)."""
+    return "fixed_params" in trial.system_attrs or "failed_trial" in trial.system_attrs
 
 
 def upload_json_artifact(

@@ -115,12 +115,12 @@ def test_storage_errors_are_clear(tmp_path: Path) -> None:
     assert len(optuna.load_study(study_name=study.study_name, storage=journal).trials) == 2
 
 
-def _budget_worker(url: str, budget: int) -> None:
+def _budget_worker(url: str, name: str, budget: int) -> None:
     import time
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = study_lib.open_storage(url, heartbeat_interval=2)
-    study = optuna.load_study(study_name="budget", storage=storage)
+    study = optuna.load_study(study_name=name, storage=storage)
 
     def objective(trial: optuna.Trial) -> float:
         x = trial.suggest_float("x", 0, 1)
@@ -134,17 +134,19 @@ def _budget_worker(url: str, budget: int) -> None:
     )
 
 
-def test_two_workers_on_postgres_complete_exactly_the_budget(postgres_url: str) -> None:
+def test_two_workers_on_postgres_complete_exactly_the_budget(pg_study: tuple[str, str]) -> None:
+    postgres_url, name = pg_study
     budget = 12
-    optuna.create_study(study_name="budget", storage=postgres_url)  # once, before workers
+    optuna.create_study(study_name=name, storage=postgres_url)  # once, before workers
     ctx = mp.get_context("spawn")
-    workers = [ctx.Process(target=_budget_worker, args=(postgres_url, budget)) for _ in range(2)]
+    workers = [ctx.Process(target=_budget_worker, args=(postgres_url, name, budget))
+               for _ in range(2)]
     for w in workers:
         w.start()
     for w in workers:
         w.join(timeout=120)
         assert w.exitcode == 0
-    trials = optuna.load_study(study_name="budget", storage=postgres_url).trials
+    trials = optuna.load_study(study_name=name, storage=postgres_url).trials
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) == budget
     assert len({t.number for t in complete}) == budget
