@@ -236,6 +236,8 @@ def _prepare(
             rank_norm = _sparsify.della_rank_norm(tv, cache, j).reshape(-1)
         ep.masked = _workspace(f"masked{j}", numel, ep.wd, tv.device)
         probs = _workspace("probs", min(chunk, numel), ep.wd, tv.device)
+        # |masked| for the L1 rescale, taken while the chunk is in cache (summed below).
+        scratch = _workspace("scratch", numel, ep.wd, tv.device) if rescale else None
         # MergeKit's probability tensor holds density in the work dtype (bf16 rounds it).
         p_stored = torch.tensor(density, dtype=ep.wd).item()
         for s in range(0, numel, chunk):
@@ -256,14 +258,17 @@ def _prepare(
                 else:
                     mask = torch.bernoulli(pc, generator=generator)
             torch.mul(ep.tv[s:e].to(ep.wd), mask, out=ep.masked[s:e])
+            if scratch is not None:
+                torch.abs(ep.masked[s:e], out=scratch[s:e])
     else:
         raise ValueError(f"Unknown sparsification {sparsification!r}")
     if rescale:
         before = _sparsify.l1_norm(tv, ep.wd, cache, j)
-        scratch = _workspace("scratch", numel, ep.wd, tv.device)
-        for s in range(0, numel, chunk):
-            e = min(s + chunk, numel)
-            ep.masked_abs(s, e, scratch[s:e])
+        if ep.kind != "stored":  # (stored: |masked| already in the scratch buffer)
+            scratch = _workspace("scratch", numel, ep.wd, tv.device)
+            for s in range(0, numel, chunk):
+                e = min(s + chunk, numel)
+                ep.masked_abs(s, e, scratch[s:e])
         after = scratch.sum()
         if not (before < _sparsify.RESCALE_EPS or after < _sparsify.RESCALE_EPS):
             ep.scale = before / after
