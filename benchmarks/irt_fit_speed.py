@@ -8,6 +8,9 @@ from their own fitted item parameters and abilities: log-loss, Brier score and a
 py-irt is run as tinyBenchmarks runs it: ``multidim_2pl`` (hierarchical priors), Adam lr 0.1,
 decay 0.9999, its default 2000 epochs, CPU, through ``IrtModelTrainer``; its prediction is
 sigmoid(sum_k disc_k (theta_k - b_k)) with the exported posterior means (disc = exp(loc_disc)).
+If its SVI fails part-way (on this data it turns a variational parameter into NaN and pyro
+raises), the failing epoch is reported, py-irt's best-loss parameters before the failure are
+evaluated, and the speed-up uses its per-epoch time x the configured epochs.
 
 py-irt is a benchmark-only dependency (not in pyproject.toml). Install it into the venv with
 
@@ -17,7 +20,7 @@ py-irt is a benchmark-only dependency (not in pyproject.toml). Install it into t
 environment, and plain ``pip install py-irt`` may pull another torch; it runs with the installed
 versions). Without py-irt the script times our fit alone and says why py-irt was skipped.
 
-Usage: python benchmarks/irt_fit_speed.py [--n-dims D] [--epochs 2000] [--quick]
+Usage: python benchmarks/irt_fit_speed.py [--n-dims D] [--epochs 2000] [--lr 0.1] [--quick]
 Prints a markdown table and, last, one JSON line.
 """
 
