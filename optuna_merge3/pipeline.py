@@ -65,6 +65,7 @@ class FitnessSetup:
                 "subset_method": t.subset.method,
                 "irt_d": int(t.irt.alpha.shape[1]),
                 "irt_fingerprint": t.irt.meta.get("fingerprint"),
+                "irt_cache_key": t.irt.meta.get("cache_key"),
                 "endpoint_accuracy": dict(
                     zip(
                         self.endpoint_names,
@@ -240,7 +241,7 @@ def _fit_or_load_irt(
     params, _ = irt.fit_irt(
         responses, n_dims=config.irt["n_dims"], item_ids=task_ids, random_state=config.seed
     )
-    params.meta["fingerprint"] = digest
+    params.meta["cache_key"] = digest  # fit_irt's own "fingerprint" (of the responses) stays
     params.save(path)
     return params
 

@@ -20,7 +20,7 @@ from ._estimators import (
 )
 from ._extract import EXTRACTORS, Subset, extract_subset
 from ._fit import fit_irt
-from ._params import IRTParams
+from ._params import IRTParams, responses_fingerprint
 from ._select import n_dims_scores, select_n_dims
 
 __all__ = [
@@ -42,5 +42,6 @@ __all__ = [
     "n_dims_scores",
     "naive_estimate",
     "pirt_estimate",
+    "responses_fingerprint",
     "select_n_dims",
 ]

@@ -151,3 +151,19 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     help_text = capsys.readouterr().out
     for command in ("run", "estimate", "best", "export", "report", "dashboard"):
         assert re.search(rf"^\s+{command}\s", help_text, re.M), command
+
+
+def test_cached_irt_fit_keeps_the_fingerprint_of_its_responses(tiny_run: TinyStudy) -> None:
+    """The Estimate cache adds its own key; ``fit_irt``'s digest of the training responses stays."""
+    from optuna_merge3 import irt
+    from optuna_merge3.config import load_config
+    from optuna_merge3.evaluation import load_task
+    from optuna_merge3.pipeline import load_reference_responses
+
+    task_config = load_config(tiny_run.config_path).tasks[0]
+    (path,) = (tiny_run.out_dir / "estimate").glob(f"irt_{task_config.name}_*.npz")
+    params = irt.IRTParams.load(path)
+    _, item_ids, responses = load_reference_responses(task_config.reference)
+    order = [item_ids.index(item.id) for item in load_task(task_config.path).items]
+    assert params.meta["fingerprint"] == irt.responses_fingerprint(responses[:, order])
+    assert params.meta["cache_key"] in path.name
