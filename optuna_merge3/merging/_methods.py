@@ -318,31 +318,31 @@ def _merge(
     cache: dict | None,
     out: torch.Tensor | None,
 ) -> torch.Tensor:
-    """The method's kernel (the task-vector family writes into ``out`` when given)."""
-    with torch.no_grad():
-        if spec.name == "linear":
-            return _m_interp.linear(tensors, [p["weight"] for p in resolved], opts["normalize"])
-        if spec.name == "slerp":
-            return _m_interp.slerp(float(opts["t"]), base, tensors[0], cache, out=out)
-        if spec.name == "nuslerp":
-            return _m_interp.nuslerp(
-                [p["weight"] for p in resolved],
-                tensors,
-                base,
-                bool(opts["nuslerp_row_wise"]),
-                bool(opts["nuslerp_flatten"]),
-                cache,
-            )
-        if spec.name == "model_stock":
-            return _m_interp.model_stock(base, tensors, bool(opts["filter_wise"]), cache)
-        return _m_gta.merge_gta(
-            base,
+    """The method's kernel (the task-vector family writes into ``out`` when given); runs
+    under ``merge_tensor``'s ``torch.no_grad``."""
+    if spec.name == "linear":
+        return _m_interp.linear(tensors, [p["weight"] for p in resolved], opts["normalize"])
+    if spec.name == "slerp":
+        return _m_interp.slerp(float(opts["t"]), base, tensors[0], cache, out=out)
+    if spec.name == "nuslerp":
+        return _m_interp.nuslerp(
+            [p["weight"] for p in resolved],
             tensors,
-            resolved,
-            opts,
-            sparsification=_GTA_ROWS[spec.name][0],
-            consensus=opts.get(_CONSENSUS_OPTION),
-            generator=generator,
-            cache=cache,
-            out=out,
+            base,
+            bool(opts["nuslerp_row_wise"]),
+            bool(opts["nuslerp_flatten"]),
+            cache,
         )
+    if spec.name == "model_stock":
+        return _m_interp.model_stock(base, tensors, bool(opts["filter_wise"]), cache)
+    return _m_gta.merge_gta(
+        base,
+        tensors,
+        resolved,
+        opts,
+        sparsification=_GTA_ROWS[spec.name][0],
+        consensus=opts.get(_CONSENSUS_OPTION),
+        generator=generator,
+        cache=cache,
+        out=out,
+    )
