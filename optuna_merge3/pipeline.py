@@ -28,6 +28,7 @@ __all__ = [
     "FitnessSetup",
     "TaskSetup",
     "check_inputs",
+    "correctness_cache",
     "load_reference_responses",
     "prepare_fitness",
 ]
@@ -158,6 +159,14 @@ def _check_reference_ids(task_config: TaskConfig, task: Any, item_ids: list[str]
         )
 
 
+def correctness_cache(config: StudyConfig) -> Any:
+    """The study's on-disk :class:`~optuna_merge3.evaluation.CorrectnessCache` (full-task
+    correctness keyed by model weights, items and scoring: endpoints, and fronts checked later)."""
+    from optuna_merge3 import evaluation
+
+    return evaluation.CorrectnessCache(config.out_dir / "estimate" / "correctness")
+
+
 def prepare_fitness(
     config: StudyConfig,
     merger: Any,
@@ -181,7 +190,7 @@ def prepare_fitness(
     start = time.perf_counter()
     cache_dir = config.out_dir / "estimate"
     cache_dir.mkdir(parents=True, exist_ok=True)
-    correctness_cache = evaluation.CorrectnessCache(cache_dir / "correctness")
+    cache = correctness_cache(config)
     endpoint_names = list(config.merge["endpoints"])
     batch_size = config.evaluation["batch_size"]
 
@@ -194,12 +203,12 @@ def prepare_fitness(
         for name in endpoint_names:
             merger.write_endpoint(name, model)
             fingerprint = evaluation.model_fingerprint(model)
-            cached = correctness_cache.get(fingerprint, task)
+            cached = cache.get(fingerprint, task)
             if cached is None:
                 say(f"[estimate] {task_config.name}: evaluating endpoint {name} on all "
                     f"{len(task.items)} items")
                 cached = evaluation.evaluate(model, tokenizer, task, batch_size=batch_size).correct
-                correctness_cache.put(fingerprint, task, cached)
+                cache.put(fingerprint, task, cached)
             rows.append(np.asarray(cached, dtype=bool))
         endpoint_correct = np.stack(rows)
         abilities = np.stack([irt.fit_ability(params, row.astype(float)) for row in endpoint_correct])

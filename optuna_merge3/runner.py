@@ -17,7 +17,7 @@ import optuna
 from optuna.trial import TrialState
 
 from optuna_merge3.config import StudyConfig, load_config
-from optuna_merge3.pipeline import FitnessSetup, prepare_fitness
+from optuna_merge3.pipeline import FitnessSetup, correctness_cache, prepare_fitness
 
 __all__ = ["DEFAULT_HEARTBEAT_S", "StudyRunner", "TrialSummary"]
 
@@ -312,17 +312,13 @@ class StudyRunner:
         batch = self.config.evaluation["batch_size"]
         # The Estimate step's correctness cache, keyed by the merged weights: `best` and `report`
         # after `run` do not evaluate the front again.
-        cache = evaluation.CorrectnessCache(self.config.out_dir / "estimate" / "correctness")
+        cache = correctness_cache(self.config)
         fingerprint = evaluation.model_fingerprint(self.model)
-        accuracy = []
-        for task_setup in setup.tasks:
-            correct = cache.get(fingerprint, task_setup.task)
-            if correct is None:
-                correct = evaluation.evaluate(self.model, self.tokenizer, task_setup.task,
-                                              batch_size=batch).correct
-                cache.put(fingerprint, task_setup.task, correct)
-            accuracy.append(float(np.mean(correct)))
-        return accuracy
+        return [
+            float(np.mean(cache.get_or_compute(self.model, self.tokenizer, t.task,
+                                               fingerprint=fingerprint, batch_size=batch)))
+            for t in setup.tasks
+        ]
 
     def summary(self, with_truth: bool = True) -> list[TrialSummary]:
         """The Pareto front (or best trial), then each endpoint and the uniform merge."""

@@ -62,11 +62,18 @@ class CorrectnessCache:
         np.savez(tmp, correct=np.asarray(correct, dtype=bool))
         tmp.replace(path)
 
-    def get_or_compute(self, model: Any, tokenizer: Any, task: Task, **eval_kw: Any) -> np.ndarray:
-        """Correctness on the full task, computed with :func:`evaluate` once and then read."""
+    def get_or_compute(
+        self, model: Any, tokenizer: Any, task: Task, *, fingerprint: str | None = None,
+        **eval_kw: Any,
+    ) -> np.ndarray:
+        """Correctness on the full task, computed with :func:`evaluate` once and then read.
+
+        ``fingerprint``: the model's :func:`model_fingerprint` when the caller already has it
+        (hashing the weights once for several tasks).
+        """
         from ._evaluate import evaluate
 
-        fp = model_fingerprint(model)
+        fp = fingerprint or model_fingerprint(model)
         cached = self.get(fp, task)
         if cached is not None:
             return cached

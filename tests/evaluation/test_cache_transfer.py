@@ -91,6 +91,8 @@ def test_cache_roundtrip_and_invalidation(tiny, tmp_path) -> None:
     first = cache.get_or_compute(model, tokenizer, task)
     fp = model_fingerprint(model)
     np.testing.assert_array_equal(cache.get(fp, task), first)
+    # a caller that already hashed the weights passes the fingerprint: same entry, no evaluation
+    np.testing.assert_array_equal(cache.get_or_compute(None, None, task, fingerprint=fp), first)
     # a changed item, template or scorer option is a different key
     changed = dataclasses.replace(
         task, items=[dataclasses.replace(task.items[0], answer="x")] + task.items[1:]
