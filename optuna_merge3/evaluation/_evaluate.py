@@ -54,22 +54,25 @@ def _loglik_choices(
     import torch
 
     device = next(model.parameters()).device
-    rows: list[tuple[int, list[int], int, int]] = []  # item, token ids, n continuation, bytes
-    for k, (prompt, item) in enumerate(zip(prompts, items, strict=True)):
+    rows: list[tuple[list[int], int, int]] = []  # token ids, n continuation, bytes
+    first_row = []  # each item's rows are rows[first_row[k] : first_row[k] + n_choices]
+    for prompt, item in zip(prompts, items, strict=True):
         if not item.choices:
             raise ValueError(f"item {item.id!r}: loglik_choice needs 'choices'")
+        first_row.append(len(rows))
         n_ctx = len(tokenizer(prompt)["input_ids"])
         for choice in item.choices:
             full = list(tokenizer(prompt + " " + choice)["input_ids"])
-            rows.append((k, full, max(1, len(full) - n_ctx), len((" " + choice).encode("utf-8"))))
+            rows.append((full, max(1, len(full) - n_ctx), len((" " + choice).encode("utf-8"))))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     scores = np.empty(len(rows))
-    for start in range(0, len(rows), max(1, batch_size)):
-        chunk = rows[start : start + max(1, batch_size)]
-        width = max(len(r[1]) for r in chunk)
+    step = max(1, batch_size)
+    for start in range(0, len(rows), step):
+        chunk = rows[start : start + step]
+        width = max(len(r[0]) for r in chunk)
         ids = torch.full((len(chunk), width), pad, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for j, (_, full, _, _) in enumerate(chunk):
+        for j, (full, _, _) in enumerate(chunk):
             ids[j, : len(full)] = torch.tensor(full)
             mask[j, : len(full)] = 1
         ids, mask = ids.to(device), mask.to(device)
@@ -77,14 +80,13 @@ def _loglik_choices(
             logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
         # log p(next token) without materialising a second vocab-sized tensor
         token_lp = logits.gather(2, ids[:, 1:, None])[..., 0] - logits.logsumexp(-1)
-        for j, (_, full, n_cont, n_bytes) in enumerate(chunk):
+        for j, (full, n_cont, n_bytes) in enumerate(chunk):
             ll = float(token_lp[j, len(full) - 1 - n_cont : len(full) - 1].sum())
             scores[start + j] = ll / n_bytes if norm else ll
-    letters = []
-    for k in range(len(items)):
-        item_scores = [scores[i] for i, r in enumerate(rows) if r[0] == k]
-        letters.append(string.ascii_uppercase[int(np.argmax(item_scores))])
-    return letters
+    return [
+        string.ascii_uppercase[int(np.argmax(scores[start : start + len(item.choices)]))]
+        for start, item in zip(first_row, items, strict=True)
+    ]
 
 
 def evaluate(
