@@ -291,12 +291,9 @@ def merge_gta(
 
     Random masks are drawn endpoint by endpoint in ``tensors`` order, one draw per element of
     each endpoint whose density is below 1 (MergeKit's order within a tensor group). ``out``
-    (contiguous, the base's shape and dtype, overlapping no input) receives the result and is
-    returned; without it the result is a new tensor.
+    (contiguous, the base's shape and dtype, overlapping no input; ``merge_tensor`` checks it)
+    receives the result and is returned; without it the result is a new tensor.
     """
-    if out is not None:
-        if out.shape != base.shape or out.dtype != base.dtype or not out.is_contiguous():
-            raise ValueError("out must be contiguous with the base's shape and dtype")
     if not tensors:
         return base if out is None else out.copy_(base)
     if consensus not in (None, "sum", "count"):
