@@ -30,13 +30,14 @@ model's parameter) the result is written in place: no full-size allocation, no c
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
-from optuna_merge3.merging import _m_rng, _sparsify
+from optuna_merge3.merging import _fused, _m_rng, _sparsify
 
 __all__ = ["merge_gta", "task_vectors"]
 
@@ -139,18 +140,32 @@ def task_vectors(
 class _Endpoint:
     """How one endpoint's sparsified, weighted task vector is produced chunk by chunk."""
 
-    __slots__ = ("j", "tv", "kind", "ranks", "lo", "hi", "masked", "wd", "scale", "weight")
+    __slots__ = ("j", "tv", "kind", "ranks", "lo", "hi", "masked", "wd", "scale", "weight",
+                 "keys", "probs")
 
     def __init__(self, j: int, tv: torch.Tensor) -> None:
         self.j = j
         self.tv = tv.reshape(-1)
-        self.kind = "dense"  # dense | zero | rank | stored
+        self.kind = "dense"  # dense | zero | rank | stored | hash | della_hash (fused only)
         self.ranks: torch.Tensor | None = None  # int32 magnitude ranks (rank kind)
         self.lo = self.hi = 0  # keep ranks in [lo, hi)
         self.masked: torch.Tensor | None = None  # stored kind: tensor * random mask, work dtype
         self.wd = tv.dtype
         self.scale: torch.Tensor | None = None  # L1 rescale factor before / after
         self.weight: torch.Tensor | None = None
+        self.keys: torch.Tensor | None = None  # counter-mask keys (int64 [k1, k2])
+        self.probs: list[torch.Tensor] = []  # hash: [p]; della_hash: [rank_norm, eps, d - eps]
+
+    def fused_args(self) -> list[torch.Tensor]:
+        """This endpoint's tensors for ``_fused.gta_reference`` (see ``_endpoint_delta``)."""
+        args: list[torch.Tensor] = {
+            "zero": [],
+            "dense": [self.tv],
+            "rank": [self.tv, self.ranks, _index_scalar(self.lo, self.tv),
+                     _index_scalar(self.hi, self.tv)],
+            "stored": [self.masked],
+        }.get(self.kind, [self.tv, self.keys, *self.probs])
+        return args + ([self.scale] if self.scale is not None else [])
 
     def rank_mask(self, s: int, e: int) -> torch.Tensor:
         """Float 0/1 mask of ranks in ``[lo, hi)`` on elements ``s:e`` (integer clamps)."""
@@ -197,6 +212,46 @@ class _Endpoint:
         out.mul_(self.weight)
 
 
+def _index_scalar(value: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(value, dtype=torch.int64, device=like.device)
+
+
+def _prepare_counter(ep: _Endpoint, sparsification: str, density: float,
+                     rank_norm: torch.Tensor | None, eps: float, key: tuple[int, int],
+                     rescale: bool, fused: bool, chunk: int) -> torch.Tensor | None:
+    """Counter masks (``rng="counter"``, see ``_fused``): fused, the endpoint keeps only its
+    keys (masks are made inside the fused loop); else its masked tensor is stored. Returns the
+    full-size ``|masked|`` buffer for the L1 rescale (or None)."""
+    device, numel = ep.tv.device, ep.tv.numel()
+    ep.keys = torch.tensor(key, dtype=torch.int64, device=device)
+    if sparsification == "random":
+        # MergeKit's probability tensor holds density in the work dtype (bf16 rounds it).
+        p_stored = torch.tensor(density, dtype=ep.wd).float().to(device)
+        kind, ep.probs = "hash", [p_stored]
+    else:
+        # As torch's eager ops: a tensor times a Python float uses the float in fp32, a tensor
+        # plus a Python float rounds it to the tensor's dtype first.
+        eps32 = torch.tensor(eps, dtype=torch.float32, device=device)
+        dme32 = torch.tensor(density - eps, dtype=ep.wd, device=device).float()
+        kind, ep.probs = "della_hash", [rank_norm, eps32, dme32]
+    start = _index_scalar(0, ep.tv)
+    scratch = _workspace("scratch", numel, ep.wd, device) if rescale else None
+    if fused:
+        ep.kind = kind
+        if scratch is not None:
+            fn = functools.partial(_fused.hash_masked, kind, ep.wd, True)
+            key_ = ("masked_abs", kind, ep.wd, ep.tv.dtype, device.type)
+            _fused.run_flat(fn, key_, [ep.tv, ep.keys, start, scratch, *ep.probs], 3, 2, chunk)
+        return scratch
+    ep.kind = "stored"
+    ep.masked = _workspace(f"masked{ep.j}", numel, ep.wd, device)
+    fn = functools.partial(_fused.hash_masked, kind, ep.wd, False)
+    _fused.run_flat(fn, None, [ep.tv, ep.keys, start, ep.masked, *ep.probs], 3, 2, chunk)
+    if scratch is not None:
+        torch.abs(ep.masked, out=scratch)
+    return scratch
+
+
 def _prepare(
     j: int,
     tv: torch.Tensor,
@@ -207,8 +262,11 @@ def _prepare(
     stream: _m_rng.MTStream | None,
     cache: dict | None,
     chunk: int,
+    counter_key: tuple[int, int] | None = None,
+    fused: bool = False,
 ) -> _Endpoint:
-    """Phase 1 for endpoint ``j``: ranks, random draws (MergeKit's order) and L1 rescale factor."""
+    """Phase 1 for endpoint ``j``: ranks, random draws (MergeKit's order, or counter masks with
+    ``counter_key``) and the L1 rescale factor."""
     ep = _Endpoint(j, tv)
     density = p["density"]
     if sparsification is None or density >= 1 or tv.numel() == 0:
@@ -234,6 +292,12 @@ def _prepare(
                 return ep
             _sparsify.check_della(density, eps)
             rank_norm = _sparsify.della_rank_norm(tv, cache, j).reshape(-1)
+        else:
+            eps, rank_norm = 0.0, None
+        if counter_key is not None:
+            scratch = _prepare_counter(ep, sparsification, density, rank_norm, eps, counter_key,
+                                       rescale, fused, chunk)
+            return _rescale(ep, tv, scratch, cache, chunk) if rescale else ep
         ep.masked = _workspace(f"masked{j}", numel, ep.wd, tv.device)
         probs = _workspace("probs", min(chunk, numel), ep.wd, tv.device)
         # |masked| for the L1 rescale, taken while the chunk is in cache (summed below).
@@ -263,15 +327,26 @@ def _prepare(
     else:
         raise ValueError(f"Unknown sparsification {sparsification!r}")
     if rescale:
-        before = _sparsify.l1_norm(tv, ep.wd, cache, j)
-        if ep.kind != "stored":  # (stored: |masked| already in the scratch buffer)
-            scratch = _workspace("scratch", numel, ep.wd, tv.device)
-            for s in range(0, numel, chunk):
-                e = min(s + chunk, numel)
-                ep.masked_abs(s, e, scratch[s:e])
-        after = scratch.sum()
-        if not (before < _sparsify.RESCALE_EPS or after < _sparsify.RESCALE_EPS):
-            ep.scale = before / after
+        if ep.kind != "stored":
+            scratch = None
+        return _rescale(ep, tv, scratch, cache, chunk)
+    return ep
+
+
+def _rescale(ep: _Endpoint, tv: torch.Tensor, scratch: torch.Tensor | None, cache: dict | None,
+             chunk: int) -> _Endpoint:
+    """MergeKit's L1 rescale factor ``before / after``; ``scratch``: ``|masked|`` when already
+    computed, summed over the full-size buffer exactly as MergeKit's ``masked.abs().sum()``."""
+    before = _sparsify.l1_norm(tv, ep.wd, cache, ep.j)
+    numel = tv.numel()
+    if scratch is None:
+        scratch = _workspace("scratch", numel, ep.wd, tv.device)
+        for s in range(0, numel, chunk):
+            e = min(s + chunk, numel)
+            ep.masked_abs(s, e, scratch[s:e])
+    after = scratch.sum()
+    if not (before < _sparsify.RESCALE_EPS or after < _sparsify.RESCALE_EPS):
+        ep.scale = before / after
     return ep
 
 
@@ -286,32 +361,44 @@ def merge_gta(
     generator: torch.Generator | None,
     cache: dict | None,
     out: torch.Tensor | None = None,
+    fused: bool = False,
+    rng: str = "mergekit",
+    tensor_name: str = "",
 ) -> torch.Tensor:
     """MergeKit's ``GeneralizedTaskArithmeticMerge.merge_group`` for one tensor.
 
-    Random masks are drawn endpoint by endpoint in ``tensors`` order, one draw per element of
-    each endpoint whose density is below 1 (MergeKit's order within a tensor group). ``out``
-    (contiguous, the base's shape and dtype, overlapping no input; ``merge_tensor`` checks it)
-    receives the result and is returned; without it the result is a new tensor.
+    Random masks (``rng="mergekit"``) are drawn endpoint by endpoint in ``tensors`` order, one
+    draw per element of each endpoint whose density is below 1 (MergeKit's order within a tensor
+    group); ``rng="counter"`` uses ``_fused``'s counter masks keyed by the generator's seed,
+    ``tensor_name`` and the endpoint. ``fused`` runs the element-wise merge as one compiled loop
+    (``_fused``; same bits). ``out`` (contiguous, the base's shape and dtype, overlapping no
+    input; ``merge_tensor`` checks it) receives the result and is returned; without it the
+    result is a new tensor.
     """
     if not tensors:
         return base if out is None else out.copy_(base)
     if consensus not in (None, "sum", "count"):
         raise ValueError(f"Unknown consensus_method {consensus!r}; valid: 'count', 'sum'")
+    if rng not in ("mergekit", "counter"):
+        raise ValueError(f"Unknown rng {rng!r}; valid: 'mergekit', 'counter'")
     tvs = task_vectors(base, tensors, cache)
     numel, n, dtype = base.numel(), len(tvs), base.dtype
     chunk = _CPU_CHUNK if base.device.type == "cpu" else max(numel, 1)
     rescale = bool(options["rescale"])
+    fused = (fused and n <= _fused.MAX_FUSED_ENDPOINTS and numel > 0
+             and dtype in (torch.float32, *_REDUCED) and _fused.fusion_available(base.device))
+    random = sparsification in ("random", "della_magprune")
     stream = None
-    if sparsification in ("random", "della_magprune") and _m_rng.fast_bernoulli_available(
-        generator
-    ):
+    if random and rng == "mergekit" and _m_rng.fast_bernoulli_available(generator):
         stream = _m_rng.MTStream(generator)
     try:
-        eps = [
-            _prepare(j, tv, sparsification, params[j], rescale, generator, stream, cache, chunk)
-            for j, tv in enumerate(tvs)
-        ]
+        eps = []
+        for j, tv in enumerate(tvs):
+            key = None
+            if random and rng == "counter" and generator is not None:
+                key = _fused.mask_key(generator.initial_seed(), tensor_name, j)
+            eps.append(_prepare(j, tv, sparsification, params[j], rescale, generator, stream,
+                                cache, chunk, key, fused))
     finally:
         if stream is not None:
             stream.close()
@@ -330,6 +417,18 @@ def merge_gta(
     flat_base = base.reshape(-1)
     result = torch.empty_like(base) if out is None else out
     flat_out = result.view(-1)
+    if fused:
+        f32 = functools.partial(torch.tensor, dtype=torch.float32, device=base.device)
+        spec = tuple((ep.kind, ep.scale is not None, ep.wd) for ep in eps)
+        args = [flat_base, flat_out, weights.float().reshape(-1), f32(float(lam)),
+                f32(1.0) if consensus else divisor.float().reshape(()),
+                _index_scalar(0, base)]
+        for ep in eps:
+            args += ep.fused_args()
+        fn = functools.partial(_fused.gta_reference, spec, consensus, normalize, dtype)
+        key = ("gta", spec, consensus, normalize, dtype, base.device.type)
+        _fused.run_flat(fn, key, args, out_index=1, start_index=5, chunk=chunk)
+        return result
     size = min(chunk, numel)
     stack = _workspace("stack", n * size, dtype, base.device).view(n, size)
     fast = _fast_sum(dtype, n, base.device)

@@ -221,6 +221,8 @@ def merge_tensor(
     cache: dict | None = None,
     tensor_name: str = "",
     out: torch.Tensor | None = None,
+    fused: bool = False,
+    rng: str = "mergekit",
 ) -> torch.Tensor:
     """Merge one weight tensor of several models with a MergeKit 0.1.5 method.
 
@@ -247,10 +249,16 @@ def merge_tensor(
             model_stock result). It must be dropped if the input tensors' values change. Results
             equal those of ``cache=None``. Memory per endpoint: the task vector plus 4 bytes per
             element for TIES / breadcrumbs ranks and one work-dtype element for DELLA.
-        tensor_name: used in error messages only.
+        tensor_name: used in error messages, and in the counter masks' key (``rng="counter"``).
         out: optional destination (e.g. the live model's parameter): contiguous, of the
             result's shape and dtype, overlapping no input. The task-vector methods write into
             it chunk by chunk (no full-size temporary); the others copy their result into it.
+        fused: run the task-vector family's element-wise merge as one ``torch.compile`` loop
+            (``_fused``: the same bits; falls back to the eager path where it cannot compile).
+        rng: DARE / DELLA masks: ``"mergekit"`` (MergeKit's ``torch.bernoulli`` draws from
+            ``generator``, bit-identical to MergeKit seeded alike) or ``"counter"`` (hashed from
+            the generator's seed, the tensor name and the endpoint: much faster, order-free;
+            :func:`counter_bernoulli` hands the same masks to MergeKit).
 
     Returns:
         The merged tensor, in the promoted dtype of the inputs (as MergeKit); ``out`` when given.
@@ -302,7 +310,8 @@ def merge_tensor(
             f"{tuple(shape)} on {inputs[0].device}"
         )
     with torch.no_grad():
-        result = _merge(spec, base, tensors, resolved, opts, generator, cache, out)
+        result = _merge(spec, base, tensors, resolved, opts, generator, cache, out,
+                        {"fused": fused, "rng": rng, "tensor_name": tensor_name})
         if out is None or result is out:
             return result
         return out.copy_(result)
@@ -317,6 +326,7 @@ def _merge(
     generator: torch.Generator | None,
     cache: dict | None,
     out: torch.Tensor | None,
+    gta_options: Mapping[str, Any],
 ) -> torch.Tensor:
     """The method's kernel (the task-vector family writes into ``out`` when given); runs
     under ``merge_tensor``'s ``torch.no_grad``."""
@@ -345,4 +355,5 @@ def _merge(
         generator=generator,
         cache=cache,
         out=out,
+        **gta_options,
     )
