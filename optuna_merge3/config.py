@@ -72,6 +72,11 @@ _EVAL_KEYS: dict[str, tuple[Any, Any]] = {
     # 2-core machine OpenMP spin-waits made a tiny-world trial 10-50x slower with two (measured
     # 0.1 s vs 1-6 s); raise it for large models on an idle machine.
     "threads": (int, 1),
+    # DARE / DELLA masks: "mergekit" (MergeKit's draws; a trial's YAML reproduces it) or
+    # "counter" (hash masks inside the fused merge loop; much faster on large models).
+    "rng": (str, "mergekit"),
+    # Fused (torch.compile) merge loops: "auto" (large models only), true or false.
+    "fused": ((str, bool), "auto"),
 }
 _TASK_KEYS: dict[str, tuple[Any, Any]] = {
     "name": (str, ...),
@@ -133,6 +138,10 @@ class StudyConfig:
         _check_merge_ranges(merge, where)
         tasks = _tasks(raw.get("tasks"), root, where)
         _check_choice(irt["extraction"], EXTRACTORS, where, "irt.extraction")
+        _check_choice(evaluation["rng"], ("mergekit", "counter"), where, "evaluation.rng")
+        if evaluation["fused"] not in ("auto", True, False):
+            raise ConfigError(f"{where}: evaluation.fused: {evaluation['fused']!r} is not one of "
+                              "['auto', true, false]")
         _check_choice(sampler["name"], SAMPLERS, where, "sampler.name")
         if sampler["name"] in SINGLE_OBJECTIVE_SAMPLERS and len(tasks) > 1:
             raise ConfigError(
@@ -190,6 +199,8 @@ class StudyConfig:
             "sampler": _jsonable(self.sampler),
             "irt": _jsonable(self.irt),
             "seed": self.seed,
+            # Only when not the default, so that studies created before the option resume.
+            **({"rng": self.evaluation["rng"]} if self.evaluation["rng"] != "mergekit" else {}),
         }
 
     def signature_hash(self) -> str:

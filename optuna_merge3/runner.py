@@ -98,6 +98,8 @@ class StudyRunner:
                 self.space,
                 device=evaluation["device"],
                 dtype=getattr(torch, evaluation["dtype"]),
+                fused=None if evaluation["fused"] == "auto" else evaluation["fused"],
+                rng=evaluation["rng"],
             )
             self._model = self._merger.load_model(quantization=evaluation["quantization"])
             self._model.eval()

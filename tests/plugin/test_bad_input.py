@@ -197,6 +197,15 @@ CASES: dict[str, tuple[Edit, str]] = {
     "resume with another task set": (
         lambda r, t, m: r.update(tasks=r["tasks"][:1]),
         r"refusing to resume it\. changed: tasks\[1\] removed \(was \"qa_en\"\)"),
+    "unknown mask rng": (
+        lambda r, t, m: r.setdefault("evaluation", {}).update(rng="philox"),
+        r"evaluation\.rng: 'philox' is not one of \['mergekit', 'counter'\]"),
+    "fused that is neither auto nor a boolean": (
+        lambda r, t, m: r.setdefault("evaluation", {}).update(fused="yes"),
+        r"evaluation\.fused: 'yes' is not one of \['auto', true, false\]"),
+    "resume with other DARE / DELLA masks": (
+        lambda r, t, m: r.setdefault("evaluation", {}).update(rng="counter"),
+        r"refusing to resume it\. changed: rng (added|: )"),
     "resume with another endpoint": (
         lambda r, t, m: r["merge"]["endpoints"].update(
             lang_it=str(WORLD / "models" / "trivia_en")),
