@@ -51,6 +51,9 @@ SEARCH: dict[str, dict[str, list[float]]] = {
     "slerp": {"t": [0.0, 1.0]},
     "della": {"weight": [0.0, 1.0], "density": [0.3, 0.7]},
 }
+# Our paths: worker -> DARE / DELLA masks (``rng``); "d" runs for RANDOM_METHODS only.
+OURS = {"a": "mergekit", "d": "counter"}
+RANDOM_METHODS = ("dare_ties", "della")
 GOALS = {"b_over_a": 5.0, "c_over_a": 20.0, "a_over_bound": 3.0}
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -148,12 +151,14 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     root, method, dtype = Path(args.root), args.method, DTYPES[args.dtype]
     space = space_for(method)
     base, endpoints = paths_of(root, method)
-    n_trials = args.trials if args.worker == "a" else args.mk_trials
+    n_trials = args.trials if args.worker in OURS else args.mk_trials
     started = time.perf_counter()
-    if args.worker == "a":
+    if args.worker in OURS:
         from optuna_merge3.merging import InMemoryMerger
 
-        merger = InMemoryMerger(base, endpoints, space, dtype=dtype)
+        fused = {"auto": None, "on": True, "off": False}[args.fused]
+        merger = InMemoryMerger(base, endpoints, space, dtype=dtype, fused=fused,
+                                rng=OURS[args.worker])
         model = merger.load_model()
         setup = {"load_s": time.perf_counter() - started}
         trial = merger.apply  # apply(params, model, seed)
@@ -238,13 +243,25 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         model.load_state_dict(mk_merge(genotype(space, 1), 1,
                                        batch_options=BatchOptions(max_groups=1)))
         result["digest_unbatched"] = weights_digest(model)
+        if method in RANDOM_METHODS:
+            # Our counter masks (path d) handed to MergeKit through the documented hook.
+            from unittest import mock
+
+            from optuna_merge3.merging import InMemoryMerger
+
+            hook = InMemoryMerger(base, endpoints, space, dtype=dtype, fused=False,
+                                  rng="counter").mergekit_bernoulli(genotype(space, 1), 1)
+            with mock.patch("torch.bernoulli", hook):
+                merged = mk_merge(genotype(space, 1), 1, batch_options=BatchOptions(max_groups=1))
+            model.load_state_dict(merged)
+            result["digest_counter"] = weights_digest(model)
     return result
 
 
 def run_worker(args: argparse.Namespace, root: Path, path: str, method: str) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", path, "--method", method, "--root", str(root),
            "--dtype", args.dtype, "--threads", str(args.threads), "--trials", str(args.trials),
-           "--mk-trials", str(args.mk_trials)]
+           "--mk-trials", str(args.mk_trials), "--fused", args.fused]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                TRANSFORMERS_VERBOSITY="error", TQDM_DISABLE="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -254,6 +271,31 @@ def run_worker(args: argparse.Namespace, root: Path, path: str, method: str) -> 
 
 
 # -- report ---------------------------------------------------------------------------------------
+def _row(method: str, ours: str, r: dict[str, dict[str, Any]], bound: float) -> dict[str, Any]:
+    """Ratios and bit-identity of our path ``ours`` against MergeKit's (b) and (c), if run.
+
+    Path d (counter masks) is compared with (b) run with the same masks through the hook."""
+    a = r[ours]["median_s"]
+    b, c = (r[p]["median_s"] if p in r else None for p in "bc")
+    digest = r[ours]["digest"]
+    if ours == "a":
+        eq_c = digest == r["c"]["digest"] if "c" in r else None
+        eq_b = digest == r["b"]["digest"] if "b" in r else None
+        eq_unbatched = digest == r["b"].get("digest_unbatched") if "b" in r else None
+    else:
+        eq_c = None
+        eq_b = eq_unbatched = digest == r["b"].get("digest_counter") if "b" in r else None
+    row = {"method": method, "path": ours, "a_s": a, "b_s": b, "c_s": c, "bound_s": bound,
+           "b_over_a": b / a if b else None, "c_over_a": c / a if c else None,
+           "a_over_bound": a / bound, "a_eq_c": eq_c, "a_eq_b": eq_b,
+           "a_eq_b_unbatched": eq_unbatched}
+    row["goals_met"] = (b is not None and c is not None
+                        and row["b_over_a"] >= GOALS["b_over_a"]
+                        and row["c_over_a"] >= GOALS["c_over_a"]
+                        and row["a_over_bound"] <= GOALS["a_over_bound"])
+    return row
+
+
 def report(args: argparse.Namespace, n_params: int, ckpt_bytes: int, bandwidth: float,
            results: dict[str, dict[str, dict[str, Any]]], wall_s: float) -> None:
     gb = 1e9
@@ -276,31 +318,35 @@ def report(args: argparse.Namespace, n_params: int, ckpt_bytes: int, bandwidth: 
         r = results[method]
         n_inputs = 2 if method == "slerp" else 1 + len(ENDPOINTS)
         bound = (n_inputs + 1) * ckpt_bytes / bandwidth
-        a, b, c = (r[p]["median_s"] for p in "abc")
-        row = {"method": method, "a_s": a, "b_s": b, "c_s": c, "bound_s": bound,
-               "b_over_a": b / a, "c_over_a": c / a, "a_over_bound": a / bound,
-               "a_eq_c": r["a"]["digest"] == r["c"]["digest"],
-               "a_eq_b": r["a"]["digest"] == r["b"]["digest"],
-               "a_eq_b_unbatched": r["a"]["digest"] == r["b"].get("digest_unbatched")}
-        row["goals_met"] = (row["b_over_a"] >= GOALS["b_over_a"]
-                            and row["c_over_a"] >= GOALS["c_over_a"]
-                            and row["a_over_bound"] <= GOALS["a_over_bound"])
-        rows.append(row)
-        a_eq_b = "yes" if row["a_eq_b"] else (
-            "no; yes unbatched" if row["a_eq_b_unbatched"] else "no")
-        print(f"| {method} | {a:.3f} | {b:.2f} | {c:.2f} | {bound:.3f} | {b / a:.1f}x "
-              f"| {c / a:.1f}x | {a / bound:.1f}x | {'yes' if row['a_eq_c'] else 'no'} "
-              f"| {a_eq_b} | {'met' if row['goals_met'] else 'missed'} |")
+        for ours in [p for p in OURS if p in r]:
+            row = _row(method, ours, r, bound)
+            rows.append(row)
+            label = method if ours == "a" else f"{method}, rng=counter (d)"
+            fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+            ratio = lambda v: "-" if v is None else f"{v:.1f}x"  # noqa: E731
+            same = lambda v: "-" if v is None else ("yes" if v else "no")  # noqa: E731
+            a_eq_b = same(row["a_eq_b"])
+            if row["a_eq_b"] is False and row["a_eq_b_unbatched"]:
+                a_eq_b = "no; yes unbatched"
+            print(f"| {label} | {row['a_s']:.3f} | {fmt(row['b_s'], '.2f')} "
+                  f"| {fmt(row['c_s'], '.2f')} | {bound:.3f} | {ratio(row['b_over_a'])} "
+                  f"| {ratio(row['c_over_a'])} | {row['a_over_bound']:.1f}x "
+                  f"| {same(row['a_eq_c'])} | {a_eq_b} "
+                  f"| {'met' if row['goals_met'] else 'missed'} |")
     print(f"\nGoals (issue 3): (b)/(a) >= {GOALS['b_over_a']:g}, (c)/(a) >= "
           f"{GOALS['c_over_a']:g}, (a)/bound <= {GOALS['a_over_bound']:g}. a = c, a = b: the "
           "merged weights of trial 1 (same genotype, same seed) are bit-identical; "
           "'yes unbatched': (b) differs only through merge_state_dicts' packing of same-shaped "
-          "tensors (float32 rounding), and with BatchOptions(max_groups=1) equals (a).\n")
+          "tensors (float32 rounding), and with BatchOptions(max_groups=1) equals (a). Rows (d): "
+          "ours with rng='counter' (hash masks drawn inside the fused loop); its a = b compares "
+          "with MergeKit's merge_state_dicts given the same masks through "
+          "InMemoryMerger.mergekit_bernoulli (unbatched); (b), (c) times are MergeKit's usual "
+          "MT19937 draws.\n")
     print("| method | path | trials s | merge s | write/load s | setup s | warm-up s "
           "| peak RSS GB | trial peak RSS GB |")
     print("|---|:---:|---|---:|---:|---:|---:|---:|---:|")
     for method in args.methods:
-        for p in "abc":
+        for p in results[method]:
             r = results[method][p]
             trials = ", ".join(f"{t:.3f}" for t in r["trials_s"])
             warm = f"{r['warmup_trial_s']:.2f}" if "warmup_trial_s" in r else "-"
@@ -317,7 +363,7 @@ def report(args: argparse.Namespace, n_params: int, ckpt_bytes: int, bandwidth: 
         "copy_bandwidth_gbs": round(bandwidth / gb, 3), "quick": args.quick,
         "rows": [{k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
                  for row in rows],
-        "peak_rss_gb": {m: {p: round(results[m][p]["peak_rss_gb"], 3) for p in "abc"}
+        "peak_rss_gb": {m: {p: round(results[m][p]["peak_rss_gb"], 3) for p in results[m]}
                         for m in args.methods},
         "all_goals_met": all(r["goals_met"] for r in rows),
     }))
@@ -336,7 +382,10 @@ def main() -> None:
     parser.add_argument("--intermediate", type=int, default=2816)
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--heads", type=int, default=16)
-    parser.add_argument("--worker", choices=("a", "b", "c"), help=argparse.SUPPRESS)
+    parser.add_argument("--fused", choices=("auto", "on", "off"), default="auto",
+                        help="InMemoryMerger(fused=None/True/False) for our paths")
+    parser.add_argument("--paths", default="abcd", help="paths to run (d: DARE / DELLA only)")
+    parser.add_argument("--worker", choices=("a", "b", "c", "d"), help=argparse.SUPPRESS)
     parser.add_argument("--method", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -354,9 +403,10 @@ def main() -> None:
         bandwidth = copy_bandwidth()
         results: dict[str, dict[str, dict[str, Any]]] = {}
         for method in args.methods:
-            results[method] = {p: run_worker(args, root, p, method) for p in "abc"}
+            paths = [p for p in args.paths if p != "d" or method in RANDOM_METHODS]
+            results[method] = {p: run_worker(args, root, p, method) for p in paths}
             print(f"[{time.perf_counter() - started:.0f} s] {method}: " + ", ".join(
-                f"{p} {results[method][p]['median_s']:.3f} s" for p in "abc"), file=sys.stderr)
+                f"{p} {results[method][p]['median_s']:.3f} s" for p in paths), file=sys.stderr)
     report(args, n_params, ckpt_bytes, bandwidth, results, time.perf_counter() - started)
 
 

@@ -32,16 +32,16 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["counter_bernoulli", "counter_keep", "fusion_available", "mask_key"]
+__all__ = ["counter_bernoulli", "counter_keep", "fusion_available", "key_tensor", "mask_key"]
 
 _logger = logging.getLogger(__name__)
 
-_M32 = 0xFFFFFFFF
 _U24_SCALE = float(2**24)
 # Endpoint counts the fused kernels take (the fp32 row-order sum equals torch.sum's there).
 MAX_FUSED_ENDPOINTS = 4
 _lock = threading.Lock()
 _kernels: dict[tuple, Callable | None] = {}
+_verified: set[tuple] = set()
 _compiler_ok: bool | None = None
 
 
@@ -53,31 +53,41 @@ def mask_key(seed: int, tensor_name: str, endpoint: int) -> tuple[int, int]:
     return int.from_bytes(digest[:4], "little"), int.from_bytes(digest[4:], "little")
 
 
-def _mul32(x: torch.Tensor, m: int) -> torch.Tensor:
-    """``x * m mod 2**32`` for int64 ``x`` in [0, 2**32) without int64 overflow."""
-    lo, hi = m & 0xFFFF, m >> 16
-    return (x * lo + ((x * hi) & 0xFFFF) * 65536) & _M32
+def _shift(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int32 words (torch's ``>>`` on int32 is arithmetic)."""
+    return (x >> bits) & ((1 << (32 - bits)) - 1)
 
 
-def _lowbias32(x: torch.Tensor) -> torch.Tensor:
-    # Chris Wellons' "lowbias32" integer hash (bias 0.17): a bijection of 32-bit words.
-    x = x ^ (x >> 16)
-    x = _mul32(x, 0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = _mul32(x, 0x846CA68B)
-    return x ^ (x >> 16)
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    # A bijection of 32-bit words: Chris Wellons' "lowbias32" shape with hash-prospector's
+    # constants [16 21f0aaad 15 735a2d97 15] (bias 0.107), both below 2**31. int32 products
+    # wrap modulo 2**32 in torch and in the compiled vector code alike.
+    x = x ^ _shift(x, 16)
+    x = x * 0x21F0AAAD
+    x = x ^ _shift(x, 15)
+    x = x * 0x735A2D97
+    return x ^ _shift(x, 15)
 
 
-def _uniform24(index: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """24-bit hash of each int64 ``index`` under ``keys`` (int64 ``[k1, k2]``), as fp32."""
-    x = _lowbias32((index & _M32) ^ keys[0])
-    x = _lowbias32(x ^ keys[1])
-    return (x >> 8).to(torch.float32)
+def _signed(word: int) -> int:
+    return word - (1 << 32) if word >= 1 << 31 else word
+
+
+def key_tensor(key: tuple[int, int], device: torch.device | str = "cpu") -> torch.Tensor:
+    """``mask_key``'s two words as an int32 tensor (what the hash takes)."""
+    return torch.tensor([_signed(k) for k in key], dtype=torch.int32, device=device)
 
 
 def counter_keep(index: torch.Tensor, keys: torch.Tensor, probs32: torch.Tensor) -> torch.Tensor:
-    """Boolean keep mask: ``u24(index) < probs * 2**24`` (``probs32``: fp32, broadcastable)."""
+    """Boolean keep mask: ``u24 < probs * 2**24`` where ``u24`` is the top 24 bits of a two-round
+    hash of the int32 ``index`` under ``keys`` (:func:`key_tensor`); ``probs32``: fp32,
+    broadcastable. The same comparison as ``torch.bernoulli``'s on CPU (24-bit uniforms)."""
     return _uniform24(index, keys) < probs32 * _U24_SCALE
+
+
+def _uniform24(index: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """The top 24 bits of the two-round hash, as fp32 integers in [0, 2**24)."""
+    return _shift(_hash32(_hash32(index ^ keys[0]) ^ keys[1]), 8).to(torch.float32)
 
 
 def counter_bernoulli(probs: torch.Tensor, key: tuple[int, int]) -> torch.Tensor:
@@ -87,11 +97,10 @@ def counter_bernoulli(probs: torch.Tensor, key: tuple[int, int]) -> torch.Tensor
     :func:`mask_key` in MergeKit's draw order: tensors by sorted name, endpoints in config order,
     endpoints with density >= 1 skipped)."""
     flat = probs.reshape(-1)
-    if flat.numel() >= 2**32:
-        raise ValueError("counter masks support tensors of fewer than 2**32 elements")
-    index = torch.arange(flat.numel(), dtype=torch.int64, device=probs.device)
-    keys = torch.tensor(key, dtype=torch.int64, device=probs.device)
-    keep = counter_keep(index, keys, flat.to(torch.float32))
+    if flat.numel() >= 2**31:
+        raise ValueError("counter masks support tensors of fewer than 2**31 elements")
+    index = torch.arange(flat.numel(), dtype=torch.int32, device=probs.device)
+    keep = counter_keep(index, key_tensor(key, probs.device), flat.to(torch.float32))
     return keep.to(probs.dtype).reshape(probs.shape)
 
 
@@ -110,12 +119,11 @@ def _rows_sum(rows: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def _endpoint_delta(kind: str, scaled: bool, wd: torch.dtype, dtype: torch.dtype, args: list,
-                    weight: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+                    weight: torch.Tensor) -> torch.Tensor:
     """Endpoint ``j``'s sparsified, rescaled, weighted task vector in fp32 (``_Endpoint.write``).
 
     ``args`` is consumed from the front: dense ``tv``; rank ``tv, ranks, lo, hi``; stored
-    ``masked``; hash ``tv, keys, p``; della_hash ``tv, keys, rank_norm, eps, density - eps``;
-    then ``scale`` when ``scaled``."""
+    ``masked``; bytes ``tv, mask`` (uint8 counter mask); then ``scale`` when ``scaled``."""
     if kind == "dense":
         return _round(args.pop(0).float() * weight, dtype)
     if kind == "rank":
@@ -124,15 +132,9 @@ def _endpoint_delta(kind: str, scaled: bool, wd: torch.dtype, dtype: torch.dtype
         masked, mdt = tv.float() * keep, dtype
     elif kind == "stored":
         masked, mdt = args.pop(0).float(), wd
-    else:  # hash / della_hash: MergeKit's tensor.to(work dtype) * bernoulli(p)
-        tv, keys = args.pop(0), args.pop(0)
-        if kind == "hash":
-            probs = args.pop(0)
-        else:  # (density - eps) + rank_norm * 2 * eps, op by op in the work dtype
-            rank_norm, eps, dme = args.pop(0), args.pop(0), args.pop(0)
-            probs = _round(_round(_round(rank_norm.float() * 2, wd) * eps, wd) + dme, wd)
-        keep = counter_keep(index, keys, probs).to(torch.float32)
-        masked, mdt = _round(tv.float(), wd) * keep, wd
+    else:  # bytes: MergeKit's tensor.to(work dtype) * bernoulli(p)
+        tv, mask = args.pop(0), args.pop(0)
+        masked, mdt = _round(tv.float(), wd) * mask.to(torch.float32), wd
     if scaled:
         masked = _round(masked * args.pop(0).float(), mdt)
     return _round(_round(masked, dtype) * weight, dtype)
@@ -140,22 +142,19 @@ def _endpoint_delta(kind: str, scaled: bool, wd: torch.dtype, dtype: torch.dtype
 
 def gta_reference(spec: tuple, consensus: str | None, normalize: bool, dtype: torch.dtype,
                   base: torch.Tensor, out: torch.Tensor, weights32: torch.Tensor,
-                  lam32: torch.Tensor, divisor32: torch.Tensor, start: torch.Tensor,
-                  *args: torch.Tensor) -> torch.Tensor:
+                  lam32: torch.Tensor, divisor32: torch.Tensor, *args: torch.Tensor
+                  ) -> torch.Tensor:
     """The whole element-wise GTA merge of flat ``base`` into ``out`` (uncompiled: the exact
     reference of the compiled kernel). ``spec``: per endpoint ``(kind, scaled, work dtype)``;
     ``weights32`` fp32 of the dtype-rounded weights; ``lam32`` fp32 lambda (None-equivalent: 1);
-    ``divisor32`` the no-consensus divisor; ``start`` the flat offset of ``base[0]`` (hash index)."""
+    ``divisor32`` the no-consensus divisor."""
     rest = list(args)
-    index = None
-    if any(kind.endswith("hash") for kind, _, _ in spec):
-        index = torch.arange(base.numel(), dtype=torch.int64, device=base.device) + start
     deltas = []
     for j, (kind, scaled, wd) in enumerate(spec):
         if kind == "zero":
             deltas.append(torch.zeros_like(base, dtype=torch.float32))
         else:
-            deltas.append(_endpoint_delta(kind, scaled, wd, dtype, rest, weights32[j], index))
+            deltas.append(_endpoint_delta(kind, scaled, wd, dtype, rest, weights32[j]))
     if consensus:
         signs = [torch.sign(d) for d in deltas]
         total = _rows_sum(deltas if consensus == "sum" else signs)
@@ -175,34 +174,33 @@ def gta_reference(spec: tuple, consensus: str | None, normalize: bool, dtype: to
     return out
 
 
-def hash_masked(kind: str, wd: torch.dtype, absolute: bool, tv: torch.Tensor,
-                keys: torch.Tensor, start: torch.Tensor, out: torch.Tensor,
+def random_mask(della: bool, wd: torch.dtype, tv: torch.Tensor, uniforms: torch.Tensor,
+                keys: torch.Tensor | None, mask_out: torch.Tensor, abs_out: torch.Tensor | None,
                 *probs_args: torch.Tensor) -> torch.Tensor:
-    """``tv.to(wd) * mask`` (``absolute``: its ``abs()``, what MergeKit's L1 rescale sums) of a
-    counter mask into ``out`` (work dtype)."""
-    index = torch.arange(tv.numel(), dtype=torch.int64, device=tv.device) + start
-    # weight 1 with dtype = work dtype: the masked values themselves
-    masked = _endpoint_delta(kind, False, wd, wd, [tv, keys, *probs_args],
-                             torch.ones((), dtype=torch.float32, device=tv.device), index)
-    out.copy_((masked.abs() if absolute else masked).to(out.dtype))
-    return out
+    """A DARE / DELLA mask of flat ``tv`` into uint8 ``mask_out``, and ``|tv.to(wd) * mask|``
+    (what MergeKit's L1 rescale sums) into ``abs_out`` unless None; keep iff ``u < p * 2**24``.
 
-
-def run_flat(fn: Callable, key: tuple | None, args: list, out_index: int, start_index: int,
-             chunk: int) -> torch.Tensor:
-    """``fn(*args)`` (its first argument flat and full-size): compiled in one call when ``key``
-    is given and fusion works, else the uncompiled ``fn`` chunk by chunk (exact, slower)."""
-    kernel = get_kernel(key, fn, args, out_index) if key is not None else None
-    if kernel is not None:
-        return kernel(*args)
-    numel = args[0].numel()
-    start = args[start_index]
-    for s in range(0, numel, chunk):
-        part = [a[s : s + chunk] if isinstance(a, torch.Tensor) and a.dim() == 1
-                and a.numel() == numel else a for a in args]
-        part[start_index] = start + s
-        fn(*part)
-    return args[out_index]
+    ``uniforms``: with ``keys`` (counter masks), the int32 flat position of ``tv[0]`` and ``u``
+    is the hash of each position; without, int32 24-bit draws, one per element (MergeKit's
+    MT19937 stream, ``_m_rng.MTStream.uint24``). ``probs_args``: DARE ``p`` (fp32, the density
+    as stored in the work dtype); DELLA ``rank_norm, eps, density - eps``, combined op by op in
+    the work dtype as MergeKit does."""
+    if keys is not None:
+        index = torch.arange(tv.numel(), dtype=torch.int32, device=tv.device) + uniforms
+        u = _uniform24(index, keys)
+    else:
+        u = uniforms.to(torch.float32)  # < 2**24: exact
+    if della:
+        rank_norm, eps, dme = probs_args
+        probs = _round(_round(_round(rank_norm.float() * 2, wd) * eps, wd) + dme, wd)
+    else:
+        probs = probs_args[0]
+    keep = (u < probs * _U24_SCALE).to(torch.float32)
+    # (through fp32: inductor's vector code stores bool -> uint8 ~4x slower)
+    mask_out.copy_(keep.to(mask_out.dtype))
+    if abs_out is not None:
+        abs_out.copy_((_round(tv.float(), wd) * keep).abs().to(abs_out.dtype))
+    return mask_out
 
 
 # -- compilation ----------------------------------------------------------------------------------
@@ -230,44 +228,70 @@ def _compile(fn: Callable, name: str) -> Callable:
                          options={"emulate_precision_casts": True})
 
 
-def _sliced(args: Sequence, numel: int, n: int) -> list:
-    """The first ``n`` elements of every flat full-size tensor in ``args``."""
-    return [a[:n] if isinstance(a, torch.Tensor) and a.dim() == 1 and a.numel() == numel else a
-            for a in args]
+def _sliced(args: Sequence, numel: int, part: int | slice) -> list:
+    """Elements ``part`` (an int: the first ``part``) of every flat full-size tensor in ``args``."""
+    where = slice(0, part) if isinstance(part, int) else part
+    return [a[where] if isinstance(a, torch.Tensor) and a.dim() == 1 and a.numel() == numel
+            else a for a in args]
 
 
-def get_kernel(key: tuple, reference: Callable, probe_args: Sequence, out_index: int
-               ) -> Callable | None:
-    """The compiled ``reference`` for variant ``key``, or None when fusion failed here.
+def sliced(args: Sequence, numel: int, start: int, end: int) -> list:
+    """``args`` with every flat tensor of ``numel`` elements cut to ``[start, end)``."""
+    return _sliced(args, numel, slice(start, end))
 
-    ``reference`` takes tensors only (bind static arguments with ``functools.partial``); its first
-    argument is a flat full-size tensor. On first use the compiled kernel and ``reference`` run on
-    the first ``<= 70001`` elements of ``probe_args`` (``probe_args[out_index]`` is the
-    destination) and must agree bit for bit."""
+
+def get_kernel(key: tuple, reference: Callable) -> Callable | None:
+    """The compiled ``reference`` for variant ``key`` (compiled on its first call), or None
+    once fusion failed or was refused for it. ``reference`` takes tensors only (bind static
+    arguments with ``functools.partial``)."""
     with _lock:
-        if key in _kernels:
-            return _kernels[key]
+        if key not in _kernels:
 
-        def kernel(*args):
-            return reference(*args)
+            def kernel(*args):
+                return reference(*args)
 
+            _kernels[key] = _compile(kernel, f"merge3_kernel_{len(_kernels)}")
+        return _kernels[key]
+
+
+def _check_against_reference(reference: Callable, args: Sequence, outs: Sequence[int]) -> None:
+    """``reference`` on the first ``<= 70001`` elements (a vector tail included) must give the
+    bits the compiled kernel just wrote into ``args[i]`` for ``i`` in ``outs``."""
+    numel = args[0].numel()
+    n = min(70001, numel)
+    ref_args = _sliced(args, numel, n)
+    outs = [i for i in outs if args[i] is not None]
+    for i in outs:
+        ref_args[i] = torch.empty_like(ref_args[i])
+    reference(*ref_args)
+    for i in outs:
+        if not torch.equal(ref_args[i].view(torch.uint8), args[i][:n].view(torch.uint8)):
+            raise ArithmeticError("differs from its reference")
+
+
+def run_flat(fn: Callable, key: tuple | None, args: list, outs: Sequence[int],
+             start_index: int | None, chunk: int) -> None:
+    """``fn(*args)``: its first argument flat and full-size, ``args[i]`` for ``i`` in ``outs`` its
+    flat destinations (None: not written). Compiled in one call when ``key`` is given and fusion
+    works, else the uncompiled ``fn`` chunk by chunk (exact, slower). A variant's first compiled
+    result is checked against ``fn`` (:func:`_check_against_reference`); a mismatch or any
+    compile error (no compiler, unsupported op) disables that variant, logged once."""
+    kernel = get_kernel(key, fn) if key is not None else None
+    if kernel is not None:
         try:
-            compiled = _compile(kernel, f"merge3_kernel_{len(_kernels)}")
-            numel = probe_args[0].numel()
-            ref_args = _sliced(probe_args, numel, min(70001, numel))
-            got_args = list(ref_args)
-            ref_args[out_index] = torch.empty_like(ref_args[out_index])
-            got_args[out_index] = torch.empty_like(ref_args[out_index])
-            expected = reference(*ref_args)
-            got = compiled(*got_args)
-            same = torch.equal(expected.view(-1).view(torch.uint8), got.view(-1).view(torch.uint8))
-            if not same:
-                _logger.warning("fused merge kernel %s differs from its reference; using the "
-                                "eager path", key)
-                compiled = None
-        except Exception as exc:  # no compiler, unsupported op, ...: the eager path stays exact
-            _logger.warning("fused merge kernels unavailable (%s: %s); using the eager path",
-                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
-            compiled = None
-        _kernels[key] = compiled
-        return compiled
+            kernel(*args)
+            if key not in _verified:
+                _check_against_reference(fn, args, outs)
+                _verified.add(key)
+            return
+        except Exception as exc:
+            _logger.warning("fused merge kernel %s unusable (%s: %s); using the eager path",
+                            key[0], type(exc).__name__, str(exc).splitlines()[0] if str(exc)
+                            else "")
+            _kernels[key] = None
+    numel = args[0].numel()
+    for s in range(0, numel, chunk):
+        part = _sliced(args, numel, slice(s, s + chunk))
+        if start_index is not None:  # the flat position of the chunk's first element
+            part[start_index] = args[start_index] + s
+        fn(*part)

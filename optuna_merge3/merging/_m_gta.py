@@ -140,21 +140,19 @@ def task_vectors(
 class _Endpoint:
     """How one endpoint's sparsified, weighted task vector is produced chunk by chunk."""
 
-    __slots__ = ("j", "tv", "kind", "ranks", "lo", "hi", "masked", "wd", "scale", "weight",
-                 "keys", "probs")
+    __slots__ = ("j", "tv", "kind", "ranks", "lo", "hi", "masked", "wd", "scale", "weight")
 
     def __init__(self, j: int, tv: torch.Tensor) -> None:
         self.j = j
         self.tv = tv.reshape(-1)
-        self.kind = "dense"  # dense | zero | rank | stored | hash | della_hash (fused only)
+        self.kind = "dense"  # dense | zero | rank | stored | bytes (uint8 counter mask)
         self.ranks: torch.Tensor | None = None  # int32 magnitude ranks (rank kind)
         self.lo = self.hi = 0  # keep ranks in [lo, hi)
-        self.masked: torch.Tensor | None = None  # stored kind: tensor * random mask, work dtype
+        # stored kind: tensor * random mask, work dtype; bytes kind: the uint8 mask
+        self.masked: torch.Tensor | None = None
         self.wd = tv.dtype
         self.scale: torch.Tensor | None = None  # L1 rescale factor before / after
         self.weight: torch.Tensor | None = None
-        self.keys: torch.Tensor | None = None  # counter-mask keys (int64 [k1, k2])
-        self.probs: list[torch.Tensor] = []  # hash: [p]; della_hash: [rank_norm, eps, d - eps]
 
     def fused_args(self) -> list[torch.Tensor]:
         """This endpoint's tensors for ``_fused.gta_reference`` (see ``_endpoint_delta``)."""
@@ -164,7 +162,8 @@ class _Endpoint:
             "rank": [self.tv, self.ranks, _index_scalar(self.lo, self.tv),
                      _index_scalar(self.hi, self.tv)],
             "stored": [self.masked],
-        }.get(self.kind, [self.tv, self.keys, *self.probs])
+            "bytes": [self.tv, self.masked],
+        }[self.kind]
         return args + ([self.scale] if self.scale is not None else [])
 
     def rank_mask(self, s: int, e: int) -> torch.Tensor:
@@ -202,6 +201,9 @@ class _Endpoint:
                 out.mul_(self.scale)
         else:
             src = self.masked[s:e]
+            if self.kind == "bytes":  # MergeKit: tensor.to(work dtype) * mask
+                src = torch.mul(self.tv[s:e].to(self.wd), src,
+                                out=_workspace("from_bytes", e - s, self.wd, out.device))
             if self.scale is not None:
                 # MergeKit: ``(tensor * mask) * (before / after)`` in the work dtype ...
                 scaled = out if self.wd == out.dtype else _workspace("scaled", e - s, self.wd,
@@ -216,39 +218,46 @@ def _index_scalar(value: int, like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(value, dtype=torch.int64, device=like.device)
 
 
-def _prepare_counter(ep: _Endpoint, sparsification: str, density: float,
-                     rank_norm: torch.Tensor | None, eps: float, key: tuple[int, int],
-                     rescale: bool, fused: bool, chunk: int) -> torch.Tensor | None:
-    """Counter masks (``rng="counter"``, see ``_fused``): fused, the endpoint keeps only its
-    keys (masks are made inside the fused loop); else its masked tensor is stored. Returns the
-    full-size ``|masked|`` buffer for the L1 rescale (or None)."""
+# Elements per call of the compiled mask kernel on MergeKit's MT19937 draws (fewer calls than
+# _CPU_CHUNK: each costs ~50 us of dispatch; 4 MB of draws stay cheap).
+_STREAM_CHUNK = 1 << 20
+
+
+def _prepare_masks(ep: _Endpoint, sparsification: str, density: float,
+                   rank_norm: torch.Tensor | None, eps: float, key: tuple[int, int] | None,
+                   stream: _m_rng.MTStream | None, rescale: bool, fused: bool, chunk: int
+                   ) -> torch.Tensor | None:
+    """DARE / DELLA masks as one uint8 per element (kind "bytes"), in one pass (compiled when
+    ``fused``) that also writes ``|masked|`` for the L1 rescale; returns that full-size buffer
+    (or None). Uniforms: counter hashes (``key``, see ``_fused``) or MergeKit's MT19937 draws
+    (``stream``)."""
     device, numel = ep.tv.device, ep.tv.numel()
-    ep.keys = torch.tensor(key, dtype=torch.int64, device=device)
     if sparsification == "random":
         # MergeKit's probability tensor holds density in the work dtype (bf16 rounds it).
-        p_stored = torch.tensor(density, dtype=ep.wd).float().to(device)
-        kind, ep.probs = "hash", [p_stored]
+        probs = [torch.tensor(density, dtype=ep.wd).float().to(device)]
     else:
         # As torch's eager ops: a tensor times a Python float uses the float in fp32, a tensor
         # plus a Python float rounds it to the tensor's dtype first.
-        eps32 = torch.tensor(eps, dtype=torch.float32, device=device)
-        dme32 = torch.tensor(density - eps, dtype=ep.wd, device=device).float()
-        kind, ep.probs = "della_hash", [rank_norm, eps32, dme32]
-    start = _index_scalar(0, ep.tv)
+        probs = [rank_norm, torch.tensor(eps, dtype=torch.float32, device=device),
+                 torch.tensor(density - eps, dtype=ep.wd, device=device).float()]
+    ep.kind = "bytes"
+    ep.masked = _workspace(f"mask{ep.j}", numel, torch.uint8, device)
     scratch = _workspace("scratch", numel, ep.wd, device) if rescale else None
-    if fused:
-        ep.kind = kind
-        if scratch is not None:
-            fn = functools.partial(_fused.hash_masked, kind, ep.wd, True)
-            key_ = ("masked_abs", kind, ep.wd, ep.tv.dtype, device.type)
-            _fused.run_flat(fn, key_, [ep.tv, ep.keys, start, scratch, *ep.probs], 3, 2, chunk)
+    della = sparsification == "della_magprune"
+    fn = functools.partial(_fused.random_mask, della, ep.wd)
+    source = "counter" if key is not None else "stream"
+    variant = (f"mask_{source}", della, ep.wd, ep.tv.dtype, rescale, device.type)
+    variant = variant if fused else None
+    if key is not None:
+        start = torch.zeros((), dtype=torch.int32, device=device)
+        args = [ep.tv, start, _fused.key_tensor(key, device), ep.masked, scratch, *probs]
+        _fused.run_flat(fn, variant, args, (3, 4), 1, chunk)
         return scratch
-    ep.kind = "stored"
-    ep.masked = _workspace(f"masked{ep.j}", numel, ep.wd, device)
-    fn = functools.partial(_fused.hash_masked, kind, ep.wd, False)
-    _fused.run_flat(fn, None, [ep.tv, ep.keys, start, ep.masked, *ep.probs], 3, 2, chunk)
-    if scratch is not None:
-        torch.abs(ep.masked, out=scratch)
+    for s in range(0, numel, _STREAM_CHUNK):  # the draws, in MergeKit's element order
+        e = min(s + _STREAM_CHUNK, numel)
+        args = [ep.tv[s:e], stream.uint24(e - s), None, ep.masked[s:e],
+                None if scratch is None else scratch[s:e], *_fused.sliced(probs, numel, s, e)]
+        _fused.run_flat(fn, variant, args, (3, 4), None, chunk)
     return scratch
 
 
@@ -294,9 +303,9 @@ def _prepare(
             rank_norm = _sparsify.della_rank_norm(tv, cache, j).reshape(-1)
         else:
             eps, rank_norm = 0.0, None
-        if counter_key is not None:
-            scratch = _prepare_counter(ep, sparsification, density, rank_norm, eps, counter_key,
-                                       rescale, fused, chunk)
+        if counter_key is not None or (stream is not None and fused):
+            scratch = _prepare_masks(ep, sparsification, density, rank_norm, eps, counter_key,
+                                     stream, rescale, fused, chunk)
             return _rescale(ep, tv, scratch, cache, chunk) if rescale else ep
         ep.masked = _workspace(f"masked{j}", numel, ep.wd, tv.device)
         probs = _workspace("probs", min(chunk, numel), ep.wd, tv.device)
@@ -421,13 +430,12 @@ def merge_gta(
         f32 = functools.partial(torch.tensor, dtype=torch.float32, device=base.device)
         spec = tuple((ep.kind, ep.scale is not None, ep.wd) for ep in eps)
         args = [flat_base, flat_out, weights.float().reshape(-1), f32(float(lam)),
-                f32(1.0) if consensus else divisor.float().reshape(()),
-                _index_scalar(0, base)]
+                f32(1.0) if consensus else divisor.float().reshape(())]
         for ep in eps:
             args += ep.fused_args()
         fn = functools.partial(_fused.gta_reference, spec, consensus, normalize, dtype)
         key = ("gta", spec, consensus, normalize, dtype, base.device.type)
-        _fused.run_flat(fn, key, args, out_index=1, start_index=5, chunk=chunk)
+        _fused.run_flat(fn, key, args, outs=(1,), start_index=None, chunk=chunk)
         return result
     size = min(chunk, numel)
     stack = _workspace("stack", n * size, dtype, base.device).view(n, size)

@@ -50,20 +50,24 @@ def mergekit_counter(method, base, tensors, params, options, seed):
 
 @pytest.fixture
 def kernels(monkeypatch):
-    """The kernels ``run_flat`` got during the test (None: fusion refused or failed)."""
-    got: list = []
+    """The kernel variants ``run_flat`` asked for during the test."""
+    keys: list = []
     real = _fused.get_kernel
 
-    def spy(*args, **kwargs):
-        got.append(real(*args, **kwargs))
-        return got[-1]
+    def spy(key, reference):
+        keys.append(key)
+        return real(key, reference)
 
     monkeypatch.setattr(_fused, "get_kernel", spy)
-    return got
+    return keys
 
 
-def assert_compiled(kernels):
-    assert kernels and all(k is not None for k in kernels), kernels
+def assert_compiled(keys):
+    """Every variant used ran compiled and passed its check against the reference (a refused or
+    failed kernel is stored as None and the eager path runs instead)."""
+    assert keys
+    for key in keys:
+        assert _fused._kernels[key] is not None and key in _fused._verified, key
 
 
 # ----------------------------------------------------------------------------- counter masks
@@ -85,7 +89,8 @@ def test_counter_masks_keep_rate_independence_and_determinism():
     assert abs(kept[: n // 2].mean().item() - 0.25) < 0.01
     assert abs(kept[n // 2 :].mean().item() - 0.75) < 0.01
     # 24-bit uniforms fill their range evenly (16 bins)
-    u = _fused._uniform24(torch.arange(n), torch.tensor(_fused.mask_key(3, "x", 2)))
+    u = _fused._uniform24(torch.arange(n, dtype=torch.int32),
+                          _fused.key_tensor(_fused.mask_key(3, "x", 2)))
     counts = torch.bincount((u / 2**20).long(), minlength=16).double()
     chi2 = ((counts - n / 16) ** 2 / (n / 16)).sum().item()
     assert chi2 < 50  # 15 degrees of freedom: p < 1e-5 above 50
@@ -127,6 +132,23 @@ def test_fused_kernels_match_mergekit_bf16(method, endpoints, kernels):
 
 
 @needs_compiler
+@pytest.mark.parametrize("method", ["dare_ties", "della"])
+def test_fused_mt19937_masks_over_several_draw_chunks_match_mergekit(method, endpoints, kernels,
+                                                                     monkeypatch):
+    """MergeKit's own draws (rng="mergekit") fed chunk by chunk to the compiled mask kernel:
+    the element order of the MT19937 stream is kept across chunk boundaries."""
+    from optuna_merge3.merging import _m_gta
+
+    monkeypatch.setattr(_m_gta, "_STREAM_CHUNK", 1000)
+    base, tensors = endpoints((41, 97), 3, seed=6, dtype=torch.bfloat16)
+    torch.manual_seed(17)
+    expected = mergekit_tensor(method, base, tensors, PARAMS, {})
+    got = ours(method, base, tensors, PARAMS, {}, 17, fused=True)
+    assert torch.equal(got, expected), (got.double() - expected.double()).abs().max()
+    assert_compiled(kernels)
+
+
+@needs_compiler
 @pytest.mark.parametrize("method", ["task_arithmetic", "ties", "breadcrumbs_ties"])
 def test_fused_kernels_match_mergekit_fp32_and_count_consensus(method, endpoints, kernels):
     base, tensors = endpoints((48, 80), 3, seed=3)
@@ -164,6 +186,7 @@ def test_a_kernel_that_disagrees_with_its_reference_is_not_used(endpoints, monke
         return wrong
 
     monkeypatch.setattr(_fused, "_kernels", {})
+    monkeypatch.setattr(_fused, "_verified", set())
     monkeypatch.setattr(_fused, "_compile", broken_compile)
     monkeypatch.setattr(_fused, "fusion_available", lambda device: True)
     monkeypatch.setattr(_m_gta, "_CPU_CHUNK", 1000)
@@ -175,7 +198,7 @@ def test_a_kernel_that_disagrees_with_its_reference_is_not_used(endpoints, monke
             expected = mergekit_tensor(method, base, tensors, PARAMS, {})
             assert torch.equal(ours(method, base, tensors, PARAMS, {}, 3, fused=True), expected)
     assert "differs from its reference" in caplog.text
-    assert all(k is None for k in _fused._kernels.values())
+    assert _fused._kernels and all(k is None for k in _fused._kernels.values())
 
 
 # ----------------------------------------------------------------------------- InMemoryMerger
