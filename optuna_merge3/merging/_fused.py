@@ -203,6 +203,14 @@ def random_mask(della: bool, wd: torch.dtype, tv: torch.Tensor, uniforms: torch.
     return mask_out
 
 
+def lerp_reference(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, coef_a: torch.Tensor,
+                   coef_b: torch.Tensor) -> torch.Tensor:
+    """MergeKit's slerp step ``coef_a * a + coef_b * b`` in fp32 (0-d fp32 coefficients), then
+    the output dtype; ``_m_interp.slerp``'s chunk loop as one function."""
+    out.copy_((a.float() * coef_a + b.float() * coef_b).to(out.dtype))
+    return out
+
+
 # -- compilation ----------------------------------------------------------------------------------
 def fusion_available(device: torch.device) -> bool:
     """Whether ``torch.compile`` can build fused kernels here (CPU: a C++ compiler on PATH;

@@ -26,6 +26,9 @@ and that equivalence is self-checked bit for bit against ``torch.sum`` once per 
 (adversarial exponents, signed zeros, cancellations; any mismatch falls back to ``torch.sum``).
 The sign election runs on the same exact fp32 copies. With ``out`` (the merger passes the live
 model's parameter) the result is written in place: no full-size allocation, no copy.
+
+With ``fused=True`` phase 2 is instead one compiled loop over the whole tensor (``_fused``), and
+random masks are one uint8 per element made by one compiled pass (``_prepare_masks``).
 """
 
 from __future__ import annotations

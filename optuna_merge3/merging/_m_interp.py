@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
+from optuna_merge3.merging import _fused
+
 __all__ = ["linear", "model_stock", "nuslerp", "slerp"]
 
 # MergeKit's slerp bounds fp32 scratch to this many elements per chunk; norms and dot products
@@ -79,13 +81,15 @@ def slerp(
     dot_threshold: float = 0.9995,
     eps: float = 1e-8,
     out: torch.Tensor | None = None,
+    fused: bool = False,
 ) -> torch.Tensor:
     """Spherical interpolation of the whole (flattened) tensor from ``v0`` (base) to ``v1``.
 
     MergeKit's ``slerp``: angle from the normalised dot product; linear interpolation when
     ``|cos theta| > 0.9995`` (near-colinear or antipodal); fp32 math, result in the input dtype
     (written into ``out`` when given: contiguous, ``v0``'s shape and dtype). The per-chunk
-    ``coef_a * x + coef_b * y`` runs in reused fp32 buffers (same operations, no allocation).
+    ``coef_a * x + coef_b * y`` runs in reused fp32 buffers (same operations, no allocation), or
+    with ``fused`` as one compiled loop (``_fused.lerp_reference``, the same bits).
     """
     if not v0.is_floating_point():
         raise TypeError("SLERP requires floating-point tensors")
@@ -105,6 +109,12 @@ def slerp(
     coef_a = torch.where(lin, 1 - tt, torch.sin((1 - tt) * theta) / sin_theta)
     coef_b = torch.where(lin, tt, torch.sin(tt * theta) / sin_theta)
     result = torch.empty_like(a) if out is None else out.view(1, -1)
+    if fused and dtype == torch.float32 and _fused.fusion_available(v0.device):
+        args = [a.reshape(-1), b.reshape(-1), result.view(-1), coef_a.reshape(()),
+                coef_b.reshape(())]
+        _fused.run_flat(_fused.lerp_reference, ("lerp", v0.dtype, v0.device.type), args, (2,),
+                        None, _SLERP_CHUNK_ELEMENTS)
+        return result.reshape(v0.shape) if out is None else out
     chunk = _SLERP_CHUNK_ELEMENTS
     width = min(chunk, a.shape[1])
     x_buf = torch.empty((1, width), dtype=dtype, device=v0.device)

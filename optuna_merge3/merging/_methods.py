@@ -253,8 +253,9 @@ def merge_tensor(
         out: optional destination (e.g. the live model's parameter): contiguous, of the
             result's shape and dtype, overlapping no input. The task-vector methods write into
             it chunk by chunk (no full-size temporary); the others copy their result into it.
-        fused: run the task-vector family's element-wise merge as one ``torch.compile`` loop
-            (``_fused``: the same bits; falls back to the eager path where it cannot compile).
+        fused: run the task-vector family's and slerp's element-wise merge as one
+            ``torch.compile`` loop (``_fused``: the same bits; falls back to the eager path where
+            it cannot compile).
         rng: DARE / DELLA masks: ``"mergekit"`` (MergeKit's ``torch.bernoulli`` draws from
             ``generator``, bit-identical to MergeKit seeded alike) or ``"counter"`` (hashed from
             the generator's seed, the tensor name and the endpoint: much faster, order-free;
@@ -333,7 +334,8 @@ def _merge(
     if spec.name == "linear":
         return _m_interp.linear(tensors, [p["weight"] for p in resolved], opts["normalize"])
     if spec.name == "slerp":
-        return _m_interp.slerp(float(opts["t"]), base, tensors[0], cache, out=out)
+        return _m_interp.slerp(float(opts["t"]), base, tensors[0], cache, out=out,
+                               fused=gta_options["fused"])
     if spec.name == "nuslerp":
         return _m_interp.nuslerp(
             [p["weight"] for p in resolved],

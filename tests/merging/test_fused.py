@@ -173,6 +173,24 @@ def test_fused_counter_masks_equal_mergekit_through_the_hook(method, endpoints, 
     assert_compiled(kernels)
 
 
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_fused_slerp_equals_the_eager_chunks_and_mergekit(dtype, endpoints, kernels, monkeypatch):
+    """slerp's ``coef_a * x + coef_b * y`` as one compiled loop: the same bits as the eager
+    chunks (several of them here) and as MergeKit."""
+    from optuna_merge3.merging import _m_interp
+
+    base, tensors = endpoints((41, 97), 1, seed=8, dtype=dtype)
+    for t in (0.0, 0.3, 1.0):
+        expected = mergekit_tensor("slerp", base, tensors, [], {"t": t})
+        assert torch.equal(merge_tensor("slerp", base, tensors, [], {"t": t}, fused=True),
+                          expected)
+    monkeypatch.setattr(_m_interp, "_SLERP_CHUNK_ELEMENTS", 1000)  # several eager chunks
+    eager = merge_tensor("slerp", base, tensors, [], {"t": 0.6})
+    assert torch.equal(merge_tensor("slerp", base, tensors, [], {"t": 0.6}, fused=True), eager)
+    assert_compiled(kernels)
+
+
 def test_a_kernel_that_disagrees_with_its_reference_is_not_used(endpoints, monkeypatch, caplog):
     """The first-use self-check: a wrong compiled kernel is refused (logged) and the exact
     uncompiled reference runs instead, chunk by chunk."""
