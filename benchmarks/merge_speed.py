@@ -6,8 +6,12 @@ a temporary directory: ``base`` (N(0, 0.02) weights, norms 1) and three endpoint
 + N(0, 0.002) task vectors, all in bf16 (``--dtype float32`` for fp32). Three paths per method:
 
 * (a) ours: ``InMemoryMerger.apply(params, model)`` writes the merge into a live transformers
-  model (inputs resident, per-tensor caches). One warm-up trial, then the median of
-  ``--trials`` trials with different coefficients.
+  model (inputs resident, per-tensor caches; ``--fused auto|on|off``, auto = fused at this
+  size). One warm-up trial (it compiles the fused kernels), then the median of ``--trials``
+  trials with different coefficients.
+* (d), DARE / DELLA only: (a) with ``rng="counter"`` (hash masks inside the fused loop). Its
+  bit-identity is checked against ``merge_state_dicts`` given the same masks through the hook
+  ``InMemoryMerger.mergekit_bernoulli``.
 * (b) MergeKit 0.1.5's in-memory API: ``merge_state_dicts`` on the state dicts (loaded once) +
   ``model.load_state_dict``.
 * (c) Mergenetic's path: MergeKit ``run_merge`` to disk + ``AutoModelForCausalLM.from_pretrained``.
@@ -20,6 +24,7 @@ bytes written per second). All three paths use the same genotypes and DARE / DEL
 merged weights are hashed to check that they are bit-identical across paths.
 
 Usage: python benchmarks/merge_speed.py [--quick] [--threads 1] [--trials 3] [--mk-trials 1]
+       [--methods ...] [--paths abcd] [--fused auto]
 Prints a markdown table and, last, one JSON line.
 """
 
