@@ -82,7 +82,12 @@ def counter_keep(index: torch.Tensor, keys: torch.Tensor, probs32: torch.Tensor)
     """Boolean keep mask: ``u24 < probs * 2**24`` where ``u24`` is the top 24 bits of a two-round
     hash of the int32 ``index`` under ``keys`` (:func:`key_tensor`); ``probs32``: fp32,
     broadcastable. The same comparison as ``torch.bernoulli``'s on CPU (24-bit uniforms)."""
-    return _uniform24(index, keys) < probs32 * _U24_SCALE
+    return _keep(_uniform24(index, keys), probs32)
+
+
+def _keep(u24: torch.Tensor, probs32: torch.Tensor) -> torch.Tensor:
+    """``u24 * 2**-24 < p``, as ``torch.bernoulli`` decides on CPU (exact in fp32)."""
+    return u24 < probs32 * _U24_SCALE
 
 
 def _uniform24(index: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -195,7 +200,7 @@ def random_mask(della: bool, wd: torch.dtype, tv: torch.Tensor, uniforms: torch.
         probs = _round(_round(_round(rank_norm.float() * 2, wd) * eps, wd) + dme, wd)
     else:
         probs = probs_args[0]
-    keep = (u < probs * _U24_SCALE).to(torch.float32)
+    keep = _keep(u, probs).to(torch.float32)
     # (through fp32: inductor's vector code stores bool -> uint8 ~4x slower)
     mask_out.copy_(keep.to(mask_out.dtype))
     if abs_out is not None:
@@ -236,16 +241,11 @@ def _compile(fn: Callable, name: str) -> Callable:
                          options={"emulate_precision_casts": True})
 
 
-def _sliced(args: Sequence, numel: int, part: int | slice) -> list:
+def sliced(args: Sequence, numel: int, part: int | slice) -> list:
     """Elements ``part`` (an int: the first ``part``) of every flat full-size tensor in ``args``."""
     where = slice(0, part) if isinstance(part, int) else part
     return [a[where] if isinstance(a, torch.Tensor) and a.dim() == 1 and a.numel() == numel
             else a for a in args]
-
-
-def sliced(args: Sequence, numel: int, start: int, end: int) -> list:
-    """``args`` with every flat tensor of ``numel`` elements cut to ``[start, end)``."""
-    return _sliced(args, numel, slice(start, end))
 
 
 def get_kernel(key: tuple, reference: Callable) -> Callable | None:
@@ -267,7 +267,7 @@ def _check_against_reference(reference: Callable, args: Sequence, outs: Sequence
     bits the compiled kernel just wrote into ``args[i]`` for ``i`` in ``outs``."""
     numel = args[0].numel()
     n = min(70001, numel)
-    ref_args = _sliced(args, numel, n)
+    ref_args = sliced(args, numel, n)
     outs = [i for i in outs if args[i] is not None]
     for i in outs:
         ref_args[i] = torch.empty_like(ref_args[i])
@@ -299,7 +299,7 @@ def run_flat(fn: Callable, key: tuple | None, args: list, outs: Sequence[int],
             _kernels[key] = None
     numel = args[0].numel()
     for s in range(0, numel, chunk):
-        part = _sliced(args, numel, slice(s, s + chunk))
+        part = sliced(args, numel, slice(s, s + chunk))
         if start_index is not None:  # the flat position of the chunk's first element
             part[start_index] = args[start_index] + s
         fn(*part)

@@ -259,7 +259,7 @@ def _prepare_masks(ep: _Endpoint, sparsification: str, density: float,
     for s in range(0, numel, _STREAM_CHUNK):  # the draws, in MergeKit's element order
         e = min(s + _STREAM_CHUNK, numel)
         args = [ep.tv[s:e], stream.uint24(e - s), None, ep.masked[s:e],
-                None if scratch is None else scratch[s:e], *_fused.sliced(probs, numel, s, e)]
+                None if scratch is None else scratch[s:e], *_fused.sliced(probs, numel, slice(s, e))]
         _fused.run_flat(fn, variant, args, (3, 4), None, chunk)
     return scratch
 
@@ -399,15 +399,15 @@ def merge_gta(
     rescale = bool(options["rescale"])
     fused = (fused and n <= _fused.MAX_FUSED_ENDPOINTS and numel > 0
              and dtype in (torch.float32, *_REDUCED) and _fused.fusion_available(base.device))
-    random = sparsification in ("random", "della_magprune")
+    stochastic = sparsification in ("random", "della_magprune")
     stream = None
-    if random and rng == "mergekit" and _m_rng.fast_bernoulli_available(generator):
+    if stochastic and rng == "mergekit" and _m_rng.fast_bernoulli_available(generator):
         stream = _m_rng.MTStream(generator)
     try:
         eps = []
         for j, tv in enumerate(tvs):
             key = None
-            if random and rng == "counter" and generator is not None:
+            if stochastic and rng == "counter" and generator is not None:
                 key = _fused.mask_key(generator.initial_seed(), tensor_name, j)
             eps.append(_prepare(j, tv, sparsification, params[j], rescale, generator, stream,
                                 cache, chunk, key, fused))
