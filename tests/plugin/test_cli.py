@@ -192,6 +192,7 @@ def test_a_dare_ties_study_with_counter_masks_and_fused_kernels_runs_end_to_end(
     config = write_config(tmp_path / "dare.toml", raw)
     code, out, err = run_cli("run", config)
     assert code == 0, err[-3000:]
+    assert "[load] merger warmed up in" in out
     study = optuna.load_study(study_name="dare", storage=f"sqlite:///{out_dir}/study.db")
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 3
