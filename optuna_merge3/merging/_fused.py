@@ -142,16 +142,20 @@ def _endpoint_delta(kind: str, scaled: bool, wd: torch.dtype, dtype: torch.dtype
         masked, mdt = _round(tv.float(), wd) * mask.to(torch.float32), wd
     if scaled:
         masked = _round(masked * args.pop(0).float(), mdt)
-    return _round(_round(masked, dtype) * weight, dtype)
+    if mdt != dtype:  # (else masked already holds values of dtype: rounding would be a no-op)
+        masked = _round(masked, dtype)
+    return _round(masked * weight, dtype)
 
 
-def gta_reference(spec: tuple, consensus: str | None, normalize: bool, dtype: torch.dtype,
+def gta_reference(spec: tuple, consensus: str | None, normalize: bool, scale_by_lambda: bool,
+                  dtype: torch.dtype,
                   base: torch.Tensor, out: torch.Tensor, weights32: torch.Tensor,
                   lam32: torch.Tensor, divisor32: torch.Tensor, *args: torch.Tensor
                   ) -> torch.Tensor:
     """The whole element-wise GTA merge of flat ``base`` into ``out`` (uncompiled: the exact
     reference of the compiled kernel). ``spec``: per endpoint ``(kind, scaled, work dtype)``;
-    ``weights32`` fp32 of the dtype-rounded weights; ``lam32`` fp32 lambda (None-equivalent: 1);
+    ``weights32`` fp32 of the dtype-rounded weights; ``lam32`` fp32 lambda (used when
+    ``scale_by_lambda``: MergeKit skips lambda = 1);
     ``divisor32`` the no-consensus divisor."""
     rest = list(args)
     deltas = []
@@ -174,7 +178,8 @@ def gta_reference(spec: tuple, consensus: str | None, normalize: bool, dtype: to
         divisor = divisor32
     if normalize:
         mixed = _round(mixed / divisor, dtype)
-    mixed = _round(mixed * lam32, dtype)
+    if scale_by_lambda:
+        mixed = _round(mixed * lam32, dtype)
     out.copy_((base.float() + mixed).to(out.dtype))
     return out
 

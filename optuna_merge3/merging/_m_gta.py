@@ -436,8 +436,8 @@ def merge_gta(
                 f32(1.0) if consensus else divisor.float().reshape(())]
         for ep in eps:
             args += ep.fused_args()
-        fn = functools.partial(_fused.gta_reference, spec, consensus, normalize, dtype)
-        key = ("gta", spec, consensus, normalize, dtype, base.device.type)
+        fn = functools.partial(_fused.gta_reference, spec, consensus, normalize, lam != 1, dtype)
+        key = ("gta", spec, consensus, normalize, lam != 1, dtype, base.device.type)
         _fused.run_flat(fn, key, args, outs=(1,), start_index=None, chunk=chunk)
         return result
     size = min(chunk, numel)
