@@ -9,7 +9,7 @@ a temporary directory: ``base`` (N(0, 0.02) weights, norms 1) and three endpoint
   model (inputs resident, per-tensor caches; ``--fused auto|on|off``, auto = fused at this
   size). One warm-up trial (it compiles the fused kernels), then the median of ``--trials``
   trials with different coefficients.
-* (d), DARE / DELLA only: (a) with ``rng="counter"`` (hash masks inside the fused loop). Its
+* (d), DARE / DELLA only: (a) with ``rng="counter"`` (hash masks from one compiled pass). Its
   bit-identity is checked against ``merge_state_dicts`` given the same masks through the hook
   ``InMemoryMerger.mergekit_bernoulli``.
 * (b) MergeKit 0.1.5's in-memory API: ``merge_state_dicts`` on the state dicts (loaded once) +
@@ -343,7 +343,7 @@ def report(args: argparse.Namespace, n_params: int, ckpt_bytes: int, bandwidth: 
           "merged weights of trial 1 (same genotype, same seed) are bit-identical; "
           "'yes unbatched': (b) differs only through merge_state_dicts' packing of same-shaped "
           "tensors (float32 rounding), and with BatchOptions(max_groups=1) equals (a). Rows (d): "
-          "ours with rng='counter' (hash masks drawn inside the fused loop); its a = b compares "
+          "ours with rng='counter' (hash masks from one compiled pass); its a = b compares "
           "with MergeKit's merge_state_dicts given the same masks through "
           "InMemoryMerger.mergekit_bernoulli (unbatched); (b), (c) times are MergeKit's usual "
           "MT19937 draws.\n")

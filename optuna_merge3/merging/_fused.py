@@ -16,8 +16,9 @@ the eager path runs instead. Tests compare both with MergeKit.
 Counter-based masks (``rng="counter"``): DARE / DELLA keep element ``i`` of endpoint ``j`` of tensor
 ``name`` iff ``u24(i) < p * 2**24``, where ``u24`` is a 24-bit hash of ``(i, key)`` and ``key``
 comes from ``(seed, name, j)`` (:func:`mask_key`). The same rule as ``torch.bernoulli`` on CPU
-(24-bit uniforms), but with no sequential generator state, so masks are computed inside the fused
-loop (no memory traffic) and a tensor's masks do not depend on any other tensor. The masks are
+(24-bit uniforms), but with no sequential generator state, so masks are computed by one compiled
+pass on all cores (``random_mask``, which also takes MergeKit's MT19937 draws when replaying them)
+and a tensor's masks do not depend on any other tensor. The masks are
 not MergeKit's MT19937 draws; :func:`counter_bernoulli` is the documented hook that hands them to
 MergeKit (replace ``torch.bernoulli`` during ``merge_state_dicts``) to reproduce a merge exactly.
 """
@@ -128,7 +129,7 @@ def _endpoint_delta(kind: str, scaled: bool, wd: torch.dtype, dtype: torch.dtype
     """Endpoint ``j``'s sparsified, rescaled, weighted task vector in fp32 (``_Endpoint.write``).
 
     ``args`` is consumed from the front: dense ``tv``; rank ``tv, ranks, lo, hi``; stored
-    ``masked``; bytes ``tv, mask`` (uint8 counter mask); then ``scale`` when ``scaled``."""
+    ``masked``; bytes ``tv, mask`` (uint8 DARE / DELLA mask); then ``scale`` when ``scaled``."""
     if kind == "dense":
         return _round(args.pop(0).float() * weight, dtype)
     if kind == "rank":

@@ -148,7 +148,7 @@ class _Endpoint:
     def __init__(self, j: int, tv: torch.Tensor) -> None:
         self.j = j
         self.tv = tv.reshape(-1)
-        self.kind = "dense"  # dense | zero | rank | stored | bytes (uint8 counter mask)
+        self.kind = "dense"  # dense | zero | rank | stored | bytes (uint8 random mask)
         self.ranks: torch.Tensor | None = None  # int32 magnitude ranks (rank kind)
         self.lo = self.hi = 0  # keep ranks in [lo, hi)
         # stored kind: tensor * random mask, work dtype; bytes kind: the uint8 mask

@@ -53,7 +53,7 @@ class InMemoryMerger:
             CUDA only when asked (``True``: triton kernels, untested here for lack of a GPU).
         rng: DARE / DELLA masks: ``"mergekit"`` (default; MergeKit's draws, so a trial's YAML run
             through MergeKit with the same seed gives the same tensors) or ``"counter"``
-            (hash-based, drawn inside the fused loop: several times faster; reproduce it in
+            (hash-based, one compiled pass on all cores: several times faster; reproduce it in
             MergeKit through :func:`optuna_merge3.merging.counter_bernoulli`).
     """
 
