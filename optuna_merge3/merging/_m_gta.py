@@ -338,10 +338,8 @@ def _prepare(
                 torch.abs(ep.masked[s:e], out=scratch[s:e])
     else:
         raise ValueError(f"Unknown sparsification {sparsification!r}")
-    if rescale:
-        if ep.kind != "stored":
-            scratch = None
-        return _rescale(ep, tv, scratch, cache, chunk)
+    if rescale:  # (stored: |masked| is already in the scratch buffer)
+        return _rescale(ep, tv, scratch if ep.kind == "stored" else None, cache, chunk)
     return ep
 
 
