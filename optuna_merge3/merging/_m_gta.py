@@ -162,12 +162,17 @@ class _Endpoint:
         args: list[torch.Tensor] = {
             "zero": [],
             "dense": [self.tv],
+            "top": [self.tv, self.ranks, _index_scalar(self.hi, self.tv)],
             "rank": [self.tv, self.ranks, _index_scalar(self.lo, self.tv),
                      _index_scalar(self.hi, self.tv)],
             "stored": [self.masked],
             "bytes": [self.tv, self.masked],
-        }[self.kind]
+        }[self.fused_kind()]
         return args + ([self.scale] if self.scale is not None else [])
+
+    def fused_kind(self) -> str:
+        """``kind``, with TIES' top-k (``lo == 0``) told apart from breadcrumbs' band."""
+        return "top" if self.kind == "rank" and self.lo == 0 else self.kind
 
     def rank_mask(self, s: int, e: int) -> torch.Tensor:
         """Float 0/1 mask of ranks in ``[lo, hi)`` on elements ``s:e`` (integer clamps)."""
@@ -429,7 +434,7 @@ def merge_gta(
     flat_out = result.view(-1)
     if fused:
         f32 = functools.partial(torch.tensor, dtype=torch.float32, device=base.device)
-        spec = tuple((ep.kind, ep.scale is not None, ep.wd) for ep in eps)
+        spec = tuple((ep.fused_kind(), ep.scale is not None, ep.wd) for ep in eps)
         args = [flat_base, flat_out, weights.float().reshape(-1), f32(float(lam)),
                 f32(1.0) if consensus else divisor.float().reshape(())]
         for ep in eps:
