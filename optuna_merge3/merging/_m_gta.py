@@ -38,6 +38,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from optuna_merge3.merging import _fused, _m_rng, _sparsify
@@ -261,9 +262,10 @@ def _prepare_masks(ep: _Endpoint, sparsification: str, density: float,
         args = [ep.tv, start, _fused.key_tensor(key, device), ep.masked, scratch, *probs]
         _fused.run_flat(fn, variant, args, (3, 4), 1, chunk)
         return scratch
+    draws = np.empty(min(numel, _STREAM_CHUNK), dtype=np.int32)
     for s in range(0, numel, _STREAM_CHUNK):  # the draws, in MergeKit's element order
         e = min(s + _STREAM_CHUNK, numel)
-        args = [ep.tv[s:e], stream.uint24(e - s), None, ep.masked[s:e],
+        args = [ep.tv[s:e], stream.uint24(e - s, draws), None, ep.masked[s:e],
                 None if scratch is None else scratch[s:e], *_fused.sliced(probs, numel, slice(s, e))]
         _fused.run_flat(fn, variant, args, (3, 4), None, chunk)
     return scratch

@@ -7,7 +7,9 @@ and keeps the element iff ``(x & (2**24 - 1)) * 2**-24 < p`` (``uniform_real_dis
 then ``bernoulli``). That serial loop costs ~10 ns per element. Here the same MT19937 stream is
 produced in bulk by numpy's ``MT19937`` (identical algorithm), started from the generator's state
 (``Generator.get_state()``) and written back afterwards, so the generator ends exactly where
-``torch.bernoulli`` would have left it.
+``torch.bernoulli`` would have left it. Where a C compiler is available the outputs come from a
+compiled, vectorised MT19937 loop instead (``_mt_native``: ~7x faster than numpy's, checked bit
+for bit against it).
 
 The state layout is PyTorch's ``CPUGeneratorImplState``; a self-check against ``torch.bernoulli``
 (across an MT19937 regeneration boundary, then one more draw after the write-back) runs once per
@@ -22,6 +24,8 @@ import struct
 
 import numpy as np
 import torch
+
+from optuna_merge3.merging import _mt_native
 
 __all__ = ["MTStream", "fast_bernoulli_available"]
 
@@ -51,18 +55,24 @@ class MTStream:
         if not 0 <= pos <= _N:
             raise ValueError("unexpected torch CPU generator state")
         key = np.frombuffer(bytes(self._raw), dtype=np.uint64, count=_N, offset=_KEY_OFFSET)
-        self._bitgen = np.random.MT19937(0)
-        self._bitgen.state = {
-            "bit_generator": "MT19937",
-            "state": {"key": key.astype(np.uint32), "pos": int(pos)},
-        }
-        self._numpy = np.random.Generator(self._bitgen)
+        # The state as numpy's MT19937 holds it; advanced in place by the compiled loop.
+        self._key = key.astype(np.uint32)
+        self._pos = np.array([pos], dtype=np.int32)
 
-    def uint24(self, n: int) -> torch.Tensor:
-        """The next ``n`` outputs masked to their low 24 bits, as int32."""
-        raw = self._numpy.integers(0, 2**32, size=n, dtype=np.uint32)
-        np.bitwise_and(raw, 0xFFFFFF, out=raw)
-        return torch.from_numpy(raw.view(np.int32))
+    def uint24(self, n: int, out: np.ndarray | None = None) -> torch.Tensor:
+        """The next ``n`` outputs masked to their low 24 bits, as int32 (into the first ``n``
+        elements of the flat int32 array ``out`` when given: chunk loops reuse one buffer)."""
+        out = np.empty(n, dtype=np.int32) if out is None else out[:n]
+        if _mt_native.mt19937_uint24(self._key, self._pos, out) is None:
+            bitgen = np.random.MT19937(0)
+            bitgen.state = {"bit_generator": "MT19937",
+                            "state": {"key": self._key, "pos": int(self._pos[0])}}
+            raw = np.random.Generator(bitgen).integers(0, 2**32, size=n, dtype=np.uint32)
+            np.bitwise_and(raw, 0xFFFFFF, out=out.view(np.uint32))
+            state = bitgen.state["state"]
+            self._key[:] = state["key"]
+            self._pos[0] = state["pos"]
+        return torch.from_numpy(out)
 
     def bernoulli_scalar(self, p: float, out: torch.Tensor) -> torch.Tensor:
         """``torch.bernoulli(full_like(out, p))`` into ``out`` (float 0/1); ``p`` as stored in
@@ -80,9 +90,8 @@ class MTStream:
 
     def close(self) -> None:
         """Write the advanced MT19937 state back into the torch generator."""
-        state = self._bitgen.state["state"]
-        pos = int(state["pos"])
-        key = np.asarray(state["key"], dtype=np.uint32).astype(np.uint64)
+        pos = int(self._pos[0])
+        key = self._key.astype(np.uint64)
         raw = self._raw
         raw[_KEY_OFFSET : _KEY_OFFSET + 8 * _N] = key.tobytes()
         # pos == 624 means "regenerate on the next draw": torch's left == 1.
