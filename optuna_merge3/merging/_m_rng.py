@@ -39,7 +39,8 @@ _checked: bool | None = None
 
 
 class MTStream:
-    """The 32-bit MT19937 output stream of a CPU ``torch.Generator``, drawn through numpy.
+    """The 32-bit MT19937 output stream of a CPU ``torch.Generator``, drawn in bulk (the
+    compiled loop of ``_mt_native``, else numpy's ``MT19937``).
 
     Call :meth:`close` to hand the advanced state back to the torch generator.
     """

@@ -17,8 +17,9 @@ first state dict (non-floating buffers skipped); ``run_merge`` follows its task 
 (``networkx.lexicographical_topological_sort`` keyed by tensor name). ``merge_tensor`` makes the
 same draws, in the same order and dtype, from ``generator``: a generator seeded ``S`` and tensors
 visited in MergeKit's order reproduce MergeKit's masks after ``torch.manual_seed(S)`` bit for bit.
-On CPU the generator's MT19937 stream is replayed in bulk through numpy (`_m_rng.py`, self-checked
-against ``torch.bernoulli`` once per process), and the generator is left in exactly the state
+On CPU the generator's MT19937 stream is replayed in bulk by a compiled C loop, or numpy without a
+C compiler (`_m_rng.py`, `_mt_native.py`; self-checked against ``torch.bernoulli`` and numpy once
+per process), and the generator is left in exactly the state
 ``torch.bernoulli`` would leave it in.
 
 Memory: the per-tensor ``cache`` holds the task vectors and, per method, int32 magnitude ranks
