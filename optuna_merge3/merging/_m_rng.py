@@ -63,6 +63,8 @@ class MTStream:
     def uint24(self, n: int, out: np.ndarray | None = None) -> torch.Tensor:
         """The next ``n`` outputs masked to their low 24 bits, as int32 (into the first ``n``
         elements of the flat int32 array ``out`` when given: chunk loops reuse one buffer)."""
+        if out is not None and out.size < n:
+            raise ValueError(f"out holds {out.size} elements, fewer than the {n} draws asked")
         out = np.empty(n, dtype=np.int32) if out is None else out[:n]
         if _mt_native.mt19937_uint24(self._key, self._pos, out) is None:
             bitgen = np.random.MT19937(0)

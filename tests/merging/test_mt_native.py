@@ -74,6 +74,9 @@ def test_bad_arguments_are_refused():
         _mt_native.mt19937_uint24(key, np.array([625], np.int32), np.empty(4, np.int32))
     with pytest.raises(ValueError, match="int32"):
         _mt_native.mt19937_uint24(key, pos, np.empty(4, np.int64))
+    stream = _m_rng.MTStream(torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match="fewer than the 9 draws"):
+        stream.uint24(9, np.empty(8, np.int32))
 
 
 @needs_compiler
