@@ -160,15 +160,18 @@ class _Endpoint:
 
     def fused_args(self) -> list[torch.Tensor]:
         """This endpoint's tensors for ``_fused.gta_reference`` (see ``_endpoint_delta``)."""
-        args: list[torch.Tensor] = {
-            "zero": [],
-            "dense": [self.tv],
-            "top": [self.tv, self.ranks, _index_scalar(self.hi, self.tv)],
-            "rank": [self.tv, self.ranks, _index_scalar(self.lo, self.tv),
-                     _index_scalar(self.hi, self.tv)],
-            "stored": [self.masked],
-            "bytes": [self.tv, self.masked],
-        }[self.fused_kind()]
+        kind = self.fused_kind()
+        if kind == "zero":
+            args = []
+        elif kind == "dense":
+            args = [self.tv]
+        elif kind == "top":
+            args = [self.tv, self.ranks, _index_scalar(self.hi, self.tv)]
+        elif kind == "rank":
+            args = [self.tv, self.ranks, _index_scalar(self.lo, self.tv),
+                    _index_scalar(self.hi, self.tv)]
+        else:  # stored: the masked tensor; bytes: the task vector and its uint8 mask
+            args = [self.masked] if kind == "stored" else [self.tv, self.masked]
         return args + ([self.scale] if self.scale is not None else [])
 
     def fused_kind(self) -> str:
@@ -421,30 +424,35 @@ def merge_gta(
             stream.close()
 
     weights = torch.tensor([p["weight"] for p in params], dtype=dtype, device=base.device)
-    for ep, w in zip(eps, weights, strict=True):
-        ep.weight = w
-    weights = weights.unsqueeze(-1)  # (n, 1), broadcast over a chunk as MergeKit's (n, 1, ...)
     # ``int8_mask`` only sets the dtype of MergeKit's sign comparison; the mask it yields is
     # boolean either way, so it changes no value.
     normalize, lam = bool(options["normalize"]), options["lambda"]
-    if not consensus:
-        divisor = weights.sum(dim=0)
-        divisor[divisor.abs() < 1e-8] = 1
-    one = torch.ones((), dtype=dtype, device=base.device)
     flat_base = base.reshape(-1)
     result = torch.empty_like(base) if out is None else out
     flat_out = result.view(-1)
-    if fused:
-        f32 = functools.partial(torch.tensor, dtype=torch.float32, device=base.device)
+    if fused:  # (only what the kernel reads: this runs once per tensor and trial)
+        one32 = torch.ones((), dtype=torch.float32, device=base.device)
+        divisor32 = one32
+        if normalize and not consensus:
+            divisor = weights.unsqueeze(-1).sum(dim=0)  # as the eager path and MergeKit
+            divisor32 = torch.where(divisor.abs() < 1e-8, 1, divisor).float().reshape(())
         spec = tuple((ep.fused_kind(), ep.scale is not None, ep.wd) for ep in eps)
-        args = [flat_base, flat_out, weights.float().reshape(-1), f32(float(lam)),
-                f32(1.0) if consensus else divisor.float().reshape(())]
+        lam32 = (torch.tensor(float(lam), dtype=torch.float32, device=base.device)
+                 if lam != 1 else one32)
+        args = [flat_base, flat_out, weights.float(), lam32, divisor32]
         for ep in eps:
             args += ep.fused_args()
         fn = functools.partial(_fused.gta_reference, spec, consensus, normalize, lam != 1, dtype)
         key = ("gta", spec, consensus, normalize, lam != 1, dtype, base.device.type)
         _fused.run_flat(fn, key, args, outs=(1,), start_index=None, chunk=chunk)
         return result
+    for ep, w in zip(eps, weights, strict=True):
+        ep.weight = w
+    weights = weights.unsqueeze(-1)  # (n, 1), broadcast over a chunk as MergeKit's (n, 1, ...)
+    if not consensus:
+        divisor = weights.sum(dim=0)
+        divisor[divisor.abs() < 1e-8] = 1
+    one = torch.ones((), dtype=dtype, device=base.device)
     size = min(chunk, numel)
     stack = _workspace("stack", n * size, dtype, base.device).view(n, size)
     fast = _fast_sum(dtype, n, base.device)

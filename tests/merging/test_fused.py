@@ -123,10 +123,13 @@ def test_fused_kernels_match_mergekit_bf16(method, endpoints, kernels):
     """Every task-vector method, one compiled loop per tensor, bf16 (MergeKit's roundings after
     every op), an odd size (vector tail), rescale on and off: bit-identical to MergeKit."""
     base, tensors = endpoints((37, 113), 3, seed=22, dtype=torch.bfloat16)
-    for options in ({}, {"rescale": True, "lambda": 0.8, "normalize": True}):
+    # Weights summing to 0: MergeKit's no-consensus divisor becomes 1.
+    zero_sum = [dict(p, weight=w) for p, w in zip(PARAMS, (0.5, -0.25, -0.25), strict=True)]
+    normalized = {"rescale": True, "lambda": 0.8, "normalize": True}
+    for params, options in ((PARAMS, {}), (PARAMS, normalized), (zero_sum, normalized)):
         torch.manual_seed(9)
-        expected = mergekit_tensor(method, base, tensors, PARAMS, options)
-        got = ours(method, base, tensors, PARAMS, options, 9, fused=True)
+        expected = mergekit_tensor(method, base, tensors, params, options)
+        got = ours(method, base, tensors, params, options, 9, fused=True)
         assert torch.equal(got, expected), (got.double() - expected.double()).abs().max()
     assert_compiled(kernels)
 
