@@ -73,7 +73,7 @@ _EVAL_KEYS: dict[str, tuple[Any, Any]] = {
     # 0.1 s vs 1-6 s); raise it for large models on an idle machine.
     "threads": (int, 1),
     # DARE / DELLA masks: "mergekit" (MergeKit's draws; a trial's YAML reproduces it) or
-    # "counter" (hash masks from one compiled pass; much faster on large models).
+    # "counter" (hash masks from one compiled pass on all cores; order-free).
     "rng": (str, "mergekit"),
     # Fused (torch.compile) merge loops: "auto" (large models only), true or false.
     "fused": ((str, bool), "auto"),

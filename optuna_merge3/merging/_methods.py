@@ -259,7 +259,7 @@ def merge_tensor(
             it cannot compile).
         rng: DARE / DELLA masks: ``"mergekit"`` (MergeKit's ``torch.bernoulli`` draws from
             ``generator``, bit-identical to MergeKit seeded alike) or ``"counter"`` (hashed from
-            the generator's seed, the tensor name and the endpoint: much faster, order-free;
+            the generator's seed, the tensor name and the endpoint: order-free, on all cores;
             :func:`counter_bernoulli` hands the same masks to MergeKit).
 
     Returns:
