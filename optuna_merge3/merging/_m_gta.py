@@ -45,6 +45,9 @@ from optuna_merge3.merging import _fused, _m_rng, _sparsify
 
 __all__ = ["merge_gta", "task_vectors"]
 
+# DARE / DELLA masks: MergeKit's own draws, or the counter-based hash masks of ``_fused``.
+RNGS = ("mergekit", "counter")
+
 # Chunk of the flattened tensor for the element-wise phase on CPU: (n endpoints x chunk)
 # temporaries stay in L2/L3 cache. On accelerators (caching allocators, kernel-launch overhead)
 # the whole tensor is one chunk and no workspace is kept.
@@ -399,8 +402,8 @@ def merge_gta(
         return base if out is None else out.copy_(base)
     if consensus not in (None, "sum", "count"):
         raise ValueError(f"Unknown consensus_method {consensus!r}; valid: 'count', 'sum'")
-    if rng not in ("mergekit", "counter"):
-        raise ValueError(f"Unknown rng {rng!r}; valid: 'mergekit', 'counter'")
+    if rng not in RNGS:
+        raise ValueError(f"Unknown rng {rng!r}; valid: {', '.join(map(repr, RNGS))}")
     tvs = task_vectors(base, tensors, cache)
     numel, n, dtype = base.numel(), len(tvs), base.dtype
     chunk = _CPU_CHUNK if base.device.type == "cpu" else max(numel, 1)
@@ -427,15 +430,16 @@ def merge_gta(
     # ``int8_mask`` only sets the dtype of MergeKit's sign comparison; the mask it yields is
     # boolean either way, so it changes no value.
     normalize, lam = bool(options["normalize"]), options["lambda"]
+    plain_divisor = None  # without consensus, ``normalize`` divides by the sum of the weights
+    if normalize and not consensus:
+        plain_divisor = weights.unsqueeze(-1).sum(dim=0)  # (n, 1) summed as MergeKit's
+        plain_divisor[plain_divisor.abs() < 1e-8] = 1
     flat_base = base.reshape(-1)
     result = torch.empty_like(base) if out is None else out
     flat_out = result.view(-1)
     if fused:  # (only what the kernel reads: this runs once per tensor and trial)
         one32 = torch.ones((), dtype=torch.float32, device=base.device)
-        divisor32 = one32
-        if normalize and not consensus:
-            divisor = weights.unsqueeze(-1).sum(dim=0)  # as the eager path and MergeKit
-            divisor32 = torch.where(divisor.abs() < 1e-8, 1, divisor).float().reshape(())
+        divisor32 = one32 if plain_divisor is None else plain_divisor.float().reshape(())
         spec = tuple((ep.fused_kind(), ep.scale is not None, ep.wd) for ep in eps)
         lam32 = (torch.tensor(float(lam), dtype=torch.float32, device=base.device)
                  if lam != 1 else one32)
@@ -449,9 +453,7 @@ def merge_gta(
     for ep, w in zip(eps, weights, strict=True):
         ep.weight = w
     weights = weights.unsqueeze(-1)  # (n, 1), broadcast over a chunk as MergeKit's (n, 1, ...)
-    if not consensus:
-        divisor = weights.sum(dim=0)
-        divisor[divisor.abs() < 1e-8] = 1
+    divisor = plain_divisor  # (consensus: per chunk, below)
     one = torch.ones((), dtype=dtype, device=base.device)
     size = min(chunk, numel)
     stack = _workspace("stack", n * size, dtype, base.device).view(n, size)

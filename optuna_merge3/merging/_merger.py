@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from optuna_merge3.merging._gradient import LAYER_RE
+from optuna_merge3.merging._m_gta import RNGS
 from optuna_merge3.merging._quant import load_causal_lm, model_targets, write_tensor
 from optuna_merge3.merging._sources import DenseSource, open_source
 from optuna_merge3.merging._space import MergeSpace
@@ -53,8 +54,9 @@ class InMemoryMerger:
             CUDA only when asked (``True``: triton kernels, untested here for lack of a GPU).
         rng: DARE / DELLA masks: ``"mergekit"`` (default; MergeKit's draws, so a trial's YAML run
             through MergeKit with the same seed gives the same tensors) or ``"counter"``
-            (hash-based, one compiled pass on all cores: several times faster; reproduce it in
-            MergeKit through :func:`optuna_merge3.merging.counter_bernoulli`).
+            (hash-based, one compiled pass on all cores, order-free: faster than MergeKit's
+            sequential draws only with several cores; reproduce it in MergeKit through
+            :func:`optuna_merge3.merging.counter_bernoulli`).
     """
 
     #: Model size (weights) from which ``fused=None`` turns fusion on.
@@ -92,8 +94,8 @@ class InMemoryMerger:
         self.tensor_names = self._check_compatible()
         self.float_names = [n for n in self.tensor_names if self._reference.is_float(n)]
         self.n_layers = self._count_layers()
-        if rng not in ("mergekit", "counter"):
-            raise ValueError(f"rng must be 'mergekit' or 'counter', got {rng!r}")
+        if rng not in RNGS:
+            raise ValueError(f"rng must be one of {RNGS}, got {rng!r}")
         self.rng = rng
         if fused is None:  # CPU only: the CUDA kernels were never run (no GPU was available)
             size = sum(math.prod(self._reference.shape(n)) for n in self.float_names)
