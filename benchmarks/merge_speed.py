@@ -301,6 +301,15 @@ def _row(method: str, ours: str, r: dict[str, dict[str, Any]], bound: float) -> 
     return row
 
 
+def _cell(value: Any, spec: str = "", suffix: str = "") -> str:
+    """A table cell: '-' for a path not run, yes / no for a bit-identity, else ``format``."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return format(value, spec) + suffix
+
+
 def report(args: argparse.Namespace, n_params: int, ckpt_bytes: int, bandwidth: float,
            results: dict[str, dict[str, dict[str, Any]]], wall_s: float) -> None:
     gb = 1e9
@@ -327,16 +336,13 @@ def report(args: argparse.Namespace, n_params: int, ckpt_bytes: int, bandwidth: 
             row = _row(method, ours, r, bound)
             rows.append(row)
             label = method if ours == "a" else f"{method}, rng=counter (d)"
-            fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
-            ratio = lambda v: "-" if v is None else f"{v:.1f}x"  # noqa: E731
-            same = lambda v: "-" if v is None else ("yes" if v else "no")  # noqa: E731
-            a_eq_b = same(row["a_eq_b"])
+            a_eq_b = _cell(row["a_eq_b"])
             if row["a_eq_b"] is False and row["a_eq_b_unbatched"]:
                 a_eq_b = "no; yes unbatched"
-            print(f"| {label} | {row['a_s']:.3f} | {fmt(row['b_s'], '.2f')} "
-                  f"| {fmt(row['c_s'], '.2f')} | {bound:.3f} | {ratio(row['b_over_a'])} "
-                  f"| {ratio(row['c_over_a'])} | {row['a_over_bound']:.1f}x "
-                  f"| {same(row['a_eq_c'])} | {a_eq_b} "
+            print(f"| {label} | {row['a_s']:.3f} | {_cell(row['b_s'], '.2f')} "
+                  f"| {_cell(row['c_s'], '.2f')} | {bound:.3f} | {_cell(row['b_over_a'], '.1f', 'x')} "
+                  f"| {_cell(row['c_over_a'], '.1f', 'x')} | {row['a_over_bound']:.1f}x "
+                  f"| {_cell(row['a_eq_c'])} | {a_eq_b} "
                   f"| {'met' if row['goals_met'] else 'missed'} |")
     print(f"\nGoals (issue 3): (b)/(a) >= {GOALS['b_over_a']:g}, (c)/(a) >= "
           f"{GOALS['c_over_a']:g}, (a)/bound <= {GOALS['a_over_bound']:g}. a = c, a = b: the "
