@@ -38,8 +38,6 @@ __all__ = ["counter_bernoulli", "counter_keep", "fusion_available", "key_tensor"
 _logger = logging.getLogger(__name__)
 
 _U24_SCALE = float(2**24)
-# Endpoint counts the fused kernels take (the fp32 row-order sum equals torch.sum's there).
-MAX_FUSED_ENDPOINTS = 4
 _lock = threading.Lock()
 _kernels: dict[tuple, Callable | None] = {}
 _verified: set[tuple] = set()

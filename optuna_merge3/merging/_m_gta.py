@@ -119,9 +119,10 @@ def _self_check_sum(dtype: torch.dtype, n: int) -> bool:
     return True
 
 
-def _fast_sum(dtype: torch.dtype, n: int, device: torch.device) -> bool:
-    """Whether phase 2 sums the endpoints through exact fp32 copies (see module docstring)."""
-    if dtype not in _REDUCED or device.type != "cpu" or not 1 <= n <= _MAX_FAST_ROWS:
+def _row_sum_is_torch_sum(dtype: torch.dtype, n: int) -> bool:
+    """Whether ``n`` rows summed in fp32 in row order (``_rows_sum``, ``_fused._rows_sum``)
+    give ``torch.sum(dim=0)``'s bits for ``dtype`` on CPU (self-checked once per process)."""
+    if not 1 <= n <= _MAX_FAST_ROWS:
         return False
     key = (dtype, n)
     if key not in _fast_sum_ok:
@@ -130,6 +131,11 @@ def _fast_sum(dtype: torch.dtype, n: int, device: torch.device) -> bool:
         except Exception:  # any surprise: torch.sum
             _fast_sum_ok[key] = False
     return _fast_sum_ok[key]
+
+
+def _fast_sum(dtype: torch.dtype, n: int, device: torch.device) -> bool:
+    """Whether phase 2 sums the endpoints through exact fp32 copies (see module docstring)."""
+    return dtype in _REDUCED and device.type == "cpu" and _row_sum_is_torch_sum(dtype, n)
 
 
 def task_vectors(
@@ -408,8 +414,12 @@ def merge_gta(
     numel, n, dtype = base.numel(), len(tvs), base.dtype
     chunk = _CPU_CHUNK if base.device.type == "cpu" else max(numel, 1)
     rescale = bool(options["rescale"])
-    fused = (fused and n <= _fused.MAX_FUSED_ENDPOINTS and numel > 0
-             and dtype in (torch.float32, *_REDUCED) and _fused.fusion_available(base.device))
+    # The fused loop sums endpoints in fp32 row order: only where that is torch.sum's result
+    # (self-checked on CPU; on CUDA, untested, up to the same endpoint count).
+    fused = (fused and numel > 0 and dtype in (torch.float32, *_REDUCED)
+             and (_row_sum_is_torch_sum(dtype, n) if base.device.type == "cpu"
+                  else n <= _MAX_FAST_ROWS)
+             and _fused.fusion_available(base.device))
     stochastic = sparsification in ("random", "della_magprune")
     stream = None
     if stochastic and rng == "mergekit" and _m_rng.fast_bernoulli_available(generator):

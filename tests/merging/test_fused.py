@@ -222,6 +222,23 @@ def test_a_kernel_that_disagrees_with_its_reference_is_not_used(endpoints, monke
     assert _fused._kernels and all(k is None for k in _fused._kernels.values())
 
 
+@needs_compiler
+def test_fused_needs_the_row_sum_self_check(endpoints, kernels, monkeypatch):
+    """The fused loop sums endpoints in fp32 row order, like the eager fast sum: where the
+    self-check against torch.sum fails (here: forced), no kernel is used and the merge still
+    equals MergeKit's, for fp32 and bf16."""
+    from optuna_merge3.merging import _m_gta
+
+    monkeypatch.setattr(_m_gta, "_fast_sum_ok", {})
+    monkeypatch.setattr(_m_gta, "_self_check_sum", lambda dtype, n: False)
+    for dtype in (torch.float32, torch.bfloat16):
+        base, tensors = endpoints((37, 113), 3, seed=5, dtype=dtype)
+        torch.manual_seed(4)
+        expected = mergekit_tensor("ties", base, tensors, PARAMS, {})
+        assert torch.equal(ours("ties", base, tensors, PARAMS, {}, 4, fused=True), expected)
+    assert kernels == []
+
+
 # ----------------------------------------------------------------------------- InMemoryMerger
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
@@ -233,6 +250,7 @@ def _merger(world, method, search, **kwargs):
     space = MergeSpace.from_config({"method": method, "base": str(base), "search": search,
                                     "endpoints": {k: str(v) for k, v in endpoints.items()}})
     return space, InMemoryMerger(base, endpoints, space, **kwargs)
+
 
 
 def test_merger_fused_default_follows_model_size_and_rng_is_checked(world, monkeypatch):
