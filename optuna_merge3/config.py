@@ -2,18 +2,31 @@
 
 A config describes the whole pipeline (Extract -> Estimate -> Evolve) so that a study can be
 resumed, or joined by another worker, from the file alone. Paths inside the file are relative to
-the file. Validation follows scikit-learn's habit: one table of allowed keys and types, one error
-format (``ConfigError: <file>: <key>: <problem>``).
+the file.
+
+Every key is declared once, as a field of the frozen dataclass of its table (:class:`StudyTable`,
+:class:`SamplerTable`, :class:`MergeTable`, :class:`IRTTable`, :class:`EvaluationTable`,
+:class:`TaskConfig`): its type is the annotation, and :func:`setting` adds the default, the
+allowed choices (read from the registries that implement them), the range and whether the key
+enters the resume signature. One validator reads those declarations; every problem is one
+``ConfigError: <file>: <table>.<key>: <problem>``. Cross-key rules follow in
+:meth:`StudyConfig.from_dict`; what needs a file or the machine (reference size, CUDA) is
+checked by ``StudyRunner.check()`` before any model loads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import re
 import sys
+import types
+import typing
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -22,20 +35,23 @@ else:  # pragma: no cover - Python 3.10
 
 __all__ = [
     "ConfigError",
+    "config_reference",
+    "EvaluationTable",
+    "IRTTable",
+    "MergeTable",
+    "SamplerTable",
     "StudyConfig",
+    "StudyTable",
     "TaskConfig",
+    "declared_keys",
     "load_config",
     "portable_merge",
     "portable_signature",
+    "setting",
 ]
 
-ESTIMATORS = ("naive", "pirt", "gpirt", "mpirt", "gmpirt", "gmpirt_star")
-EXTRACTORS = ("random", "irt_clusters")
 DIRECTIONS = ("maximize", "minimize")
-# Kept equal to ``optuna_merge3.study.SAMPLERS`` (a test checks it); not imported from there so
-# that reading a config does not import Optuna.
-SAMPLERS = ("nsga2", "nsga3", "cmaes", "tpe", "gp", "random")
-SINGLE_OBJECTIVE_SAMPLERS = ("cmaes",)
+DEVICE_PATTERN = r"cpu|mps|cuda(:\d+)?"
 # Merge coefficients that are fractions of a task vector: bounds and fixed values in [0, 1].
 _UNIT_INTERVAL_PARAMS = ("density", "gamma")
 
@@ -44,133 +60,298 @@ class ConfigError(ValueError):
     """A study config is malformed; the message names the file and the key."""
 
 
-# Allowed keys per table: key -> (type or tuple of types, default). ``...`` marks a required key.
-_STUDY_KEYS: dict[str, tuple[Any, Any]] = {
-    "name": (str, ...),
-    "out_dir": (str, "runs/{name}"),
-    "storage": (str, None),
-    "n_trials": (int, 40),
-    "seed": (int, 0),
-    "timeout_s": ((int, float), None),
-}
-_SAMPLER_KEYS: dict[str, tuple[Any, Any]] = {
-    "name": (str, "nsga2"),
-    "population_size": (int, 8),
-    "seed_population": (bool, True),
-}
-_IRT_KEYS: dict[str, tuple[Any, Any]] = {
-    "n_dims": (int, 5),
-    "extraction": (str, "random"),
-    "lambda_constraint": (str, None),
-}
-_EVAL_KEYS: dict[str, tuple[Any, Any]] = {
-    "device": (str, "cpu"),
-    "dtype": (str, "float32"),
-    "quantization": (str, None),
-    "batch_size": (int, 32),
-    # CPU threads for torch; 0 keeps torch's default. One thread is the default because on a busy
-    # 2-core machine OpenMP spin-waits made a tiny-world trial 10-50x slower with two (measured
-    # 0.1 s vs 1-6 s); raise it for large models on an idle machine.
-    "threads": (int, 1),
-    # DARE / DELLA masks: "mergekit" (MergeKit's draws; a trial's YAML reproduces it) or
-    # "counter" (hash masks from one compiled pass on all cores; order-free).
-    "rng": (str, "mergekit"),
-    # Fused (torch.compile) merge loops: "auto" (large models only), true or false.
-    "fused": ((str, bool), "auto"),
-}
-_TASK_KEYS: dict[str, tuple[Any, Any]] = {
-    "name": (str, ...),
-    "path": (str, ...),
-    "reference": (str, ...),
-    "n_items": (int, 20),
-    "estimator": (str, "gmpirt"),
-    "direction": (str, "maximize"),
-}
-_TOP_KEYS = ("study", "sampler", "merge", "irt", "evaluation", "tasks")
+# -- the declaration ------------------------------------------------------------------------------
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    choices: Iterable[Any] | Callable[[], Iterable[Any]] | None = None,
+    min: float | None = None,  # noqa: A002 - reads as the declaration it is
+    max: float | None = None,  # noqa: A002
+    gt: float | None = None,
+    pattern: str | None = None,
+    signature: bool | str = True,
+    path: bool = False,
+    doc: str = "",
+) -> Any:
+    """Declare one config key as a dataclass field.
+
+    Args:
+        default: the value when the key is absent; leave it out for a required key. A ``dict`` or
+            ``list`` default is copied per config.
+        choices: the allowed values, or a callable returning them (a registry read lazily, so
+            that importing the config does not import torch or Optuna).
+        min / max: inclusive bounds; ``gt``: an exclusive lower bound.
+        pattern: a regular expression a string value must match in full.
+        signature: whether a change refuses a resume: True, False, or ``"if_set"`` (enters only
+            when it differs from the default, so that studies made before the key resume).
+        path: a file path, resolved against the config's folder and required to exist.
+        doc: one line for the generated reference (:func:`declared_keys`).
+    """
+    meta = dict(choices=choices, min=min, max=max, gt=gt, pattern=pattern, signature=signature,
+                path=path, doc=doc)
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class StudyTable:
+    """``[study]``: the study's name, where it lives and its budget."""
+
+    name: str = setting(signature=False, pattern=r"[^/\\]+", doc="study name in the storage")
+    out_dir: str = setting("runs/{name}", signature=False,
+                           doc="SQLite study, artifacts and caches; {name} is replaced")
+    storage: str | None = setting(None, signature=False,
+                                  doc="RDB URL (postgresql://...) or journal; default: SQLite")
+    n_trials: int = setting(40, min=1, signature=False, doc="complete trials, across workers")
+    seed: int = setting(0, doc="seeds the sampler, subsets and DARE masks")
+    timeout_s: float | None = setting(None, gt=0, signature=False, doc="stop after this time")
+
+
+def _samplers() -> tuple[str, ...]:
+    from optuna_merge3.study import SAMPLERS
+
+    return SAMPLERS
+
+
+@dataclass(frozen=True)
+class SamplerTable:
+    """``[sampler]``: the Optuna sampler and its generation size."""
+
+    name: str = setting("nsga2", choices=_samplers, doc="nsga2 / nsga3 / cmaes / tpe / gp / random")
+    population_size: int = setting(8, min=2, doc="NSGA-II/III and CMA-ES population")
+    seed_population: bool = setting(True, doc="generation 0 starts from endpoints + uniform merge")
+
+
+def _merge_methods() -> tuple[str, ...]:
+    from optuna_merge3.merging import MERGE_METHODS
+
+    return tuple(MERGE_METHODS)
+
+
+@dataclass(frozen=True)
+class MergeTable:
+    """``[merge]``: the method, the models and the search space (see docs/merging.md).
+
+    ``search`` and ``fixed`` name the method's own coefficients; :class:`MergeSpace` checks them
+    against the method's declaration (``StudyRunner.check()``).
+    """
+
+    method: str = setting(choices=_merge_methods, doc="a MergeKit method name")
+    endpoints: dict[str, str] = setting(doc="name = model folder; at least two")
+    base: str | None = setting(None, doc="the base model folder (task-vector methods)")
+    search: dict[str, Any] = setting({}, doc="coefficient = [low, high], searched")
+    fixed: dict[str, Any] = setting({}, doc="coefficient = value, not searched")
+    blocks: int = setting(1, min=1, doc="layer blocks with their own genes")
+    filters: list[str] = setting([], doc="tensor-name filters with their own genes")
+    split: list[str] | None = setting(None, doc="parameters that get per-block / per-filter genes")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The table as :meth:`MergeSpace.from_config` reads it (unset optional keys left out)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+def _lambda_constraints() -> tuple[Any, ...]:
+    from optuna_merge3.irt._ability import LAMBDA_CONSTRAINTS
+
+    return LAMBDA_CONSTRAINTS
+
+
+def _extractors() -> tuple[str, ...]:
+    from optuna_merge3.irt import EXTRACTORS
+
+    # representation clustering needs item embeddings, which the pipeline does not compute
+    return tuple(name for name in EXTRACTORS if name != "representation_clusters")
+
+
+def _default_n_dims() -> int:
+    from optuna_merge3.irt._fit import DEFAULT_N_DIMS
+
+    return DEFAULT_N_DIMS
+
+
+@dataclass(frozen=True)
+class IRTTable:
+    """``[irt]``: the item response model and the subset extraction."""
+
+    n_dims: int = setting(_default_n_dims(), min=1,
+                          doc="latent dimensions d; below the number of reference models")
+    extraction: str = setting("random", choices=_extractors, doc="how the subset is drawn")
+    lambda_constraint: str | None = setting(None, choices=_lambda_constraints,
+                                            doc="constraint on the merge weights lambda")
+
+
+def _dtypes() -> tuple[str, ...]:
+    from optuna_merge3.merging import MODEL_DTYPES
+
+    return MODEL_DTYPES
+
+
+def _quantizations() -> tuple[Any, ...]:
+    from optuna_merge3.merging import QUANTIZATIONS
+
+    return QUANTIZATIONS
+
+
+@dataclass(frozen=True)
+class EvaluationTable:
+    """``[evaluation]``: where and how the live model runs."""
+
+    device: str = setting("cpu", pattern=DEVICE_PATTERN, signature=False,
+                          doc="cpu, cuda, cuda:N or mps")
+    dtype: str = setting("float32", choices=_dtypes, signature="if_set",
+                         doc="dtype of the live model")
+    quantization: str | None = setting(None, choices=_quantizations, signature="if_set",
+                                       doc="bitsandbytes 4-bit live model")
+    batch_size: int = setting(32, min=1, signature=False, doc="generation batch size")
+    # One thread is the default because on a busy 2-core machine OpenMP spin-waits made a
+    # tiny-world trial 10-50x slower with two (measured 0.1 s vs 1-6 s).
+    threads: int = setting(1, min=0, signature=False, doc="torch CPU threads; 0 = torch default")
+    rng: str = setting("mergekit", choices=("mergekit", "counter"), signature="if_set",
+                       doc="DARE / DELLA masks: MergeKit's draws or counter hashes")
+    fused: str | bool = setting("auto", choices=("auto", True, False), signature=False,
+                                doc="fused (torch.compile) merge loops")
+
+
+def _estimators() -> tuple[str, ...]:
+    from optuna_merge3.irt import ESTIMATORS
+
+    return tuple(ESTIMATORS)
 
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """One fitness task: its items, its reference population and how its fitness is estimated."""
+    """``[[tasks]]``: one fitness task, its reference population and how it is estimated."""
 
-    name: str
-    path: Path
-    reference: Path
-    n_items: int = 20
-    estimator: str = "gmpirt"
-    direction: str = "maximize"
+    name: str = setting(doc="objective name; unique")
+    path: Path = setting(path=True, doc="items (JSONL / CSV); its content enters the signature")
+    reference: Path = setting(path=True, doc="reference population's correctness (CSV.gz)")
+    n_items: int = setting(20, min=1, doc="subset size evaluated per trial")
+    estimator: str = setting("gmpirt", choices=_estimators, doc="fitness estimator")
+    direction: str = setting("maximize", choices=DIRECTIONS, doc="Optuna direction")
 
 
-@dataclass
+_TABLES: dict[str, type] = {
+    "study": StudyTable, "sampler": SamplerTable, "merge": MergeTable, "irt": IRTTable,
+    "evaluation": EvaluationTable, "tasks": TaskConfig,
+}
+
+
+def declared_keys() -> list[tuple[str, dataclasses.Field, Any]]:
+    """Every declared key as ``(table, field, resolved type)``, in declaration order."""
+    return [(table, f, typing.get_type_hints(cls)[f.name])
+            for table, cls in _TABLES.items() for f in dataclasses.fields(cls)]
+
+
+def config_reference() -> str:
+    """The markdown key reference of ``docs/config.md``, generated from the declarations
+    (``python -m optuna_merge3.config > docs/config.md``; a test keeps the file current)."""
+    lines = ["# Study config keys", "",
+             "Generated from the declarations in `optuna_merge3/config.py` by",
+             "`python -m optuna_merge3.config > docs/config.md`. *signature*: a change refuses to",
+             "resume a study (`if set`: only when it differs from the default).", ""]
+    for table, cls in _TABLES.items():
+        header = "[[tasks]]" if table == "tasks" else f"[{table}]"
+        lines += [f"## `{header}`", "", (cls.__doc__ or "").split("\n")[0].split(": ", 1)[-1], "",
+                  "| key | type | default | allowed | signature | meaning |",
+                  "|---|---|---|---|---|---|"]
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            meta = f.metadata
+            if f.default is not dataclasses.MISSING:
+                default = "-" if f.default is None else _toml(f.default)
+            elif f.default_factory is not dataclasses.MISSING:
+                default = _toml(f.default_factory())
+            else:
+                default = "required"
+            allowed = []
+            if meta["choices"] is not None:
+                choices = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
+                allowed.append(", ".join(_toml(c) for c in choices if c is not None))
+            allowed += [f"{op} {meta[k]}" for k, op in (("min", ">="), ("max", "<="), ("gt", ">"))
+                        if meta[k] is not None]
+            if meta["pattern"]:
+                allowed.append(f"matches `{meta['pattern']}`")
+            if meta["path"]:
+                allowed.append("an existing file")
+            sig = {True: "yes", False: "no", "if_set": "if set"}[meta["signature"]]
+            kind = "path" if meta["path"] else _type_name(hints[f.name])
+            lines.append(f"| `{f.name}` | {kind} | `{default}` | {'; '.join(allowed) or '-'} "
+                         f"| {sig} | {meta['doc']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# -- the config -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
 class StudyConfig:
     """A validated study config. Build it with :func:`load_config` or :meth:`from_dict`."""
 
-    name: str
+    study: StudyTable
+    sampler: SamplerTable
+    merge: MergeTable
+    irt: IRTTable
+    evaluation: EvaluationTable
+    tasks: tuple[TaskConfig, ...]
     out_dir: Path
-    storage: str | None
-    n_trials: int
-    seed: int
-    timeout_s: float | None
-    sampler: dict[str, Any]
-    merge: dict[str, Any]
-    irt: dict[str, Any]
-    evaluation: dict[str, Any]
-    tasks: list[TaskConfig]
     source: Path | None = None
     text: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], root: Path, source: Path | None = None) -> StudyConfig:
+    def from_dict(cls, raw: dict[str, Any], root: Path, source: Path | None = None,
+                  text: str = "") -> StudyConfig:
         """Validate a parsed config; relative paths are resolved against ``root``."""
         where = str(source) if source else "<config>"
-        unknown = sorted(set(raw) - set(_TOP_KEYS))
+        unknown = sorted(set(raw) - set(_TABLES))
         if unknown:
-            raise ConfigError(f"{where}: unknown table(s) {unknown}; valid: {list(_TOP_KEYS)}")
-        study = _table(raw, "study", _STUDY_KEYS, where, required=True)
-        sampler = _table(raw, "sampler", _SAMPLER_KEYS, where)
-        irt = _table(raw, "irt", _IRT_KEYS, where)
-        evaluation = _table(raw, "evaluation", _EVAL_KEYS, where)
-        merge = raw.get("merge")
-        if not isinstance(merge, dict) or not merge:
+            raise ConfigError(f"{where}: unknown table(s) {unknown}; valid: {list(_TABLES)}")
+        if "study" not in raw:
+            raise ConfigError(f"{where}: [study] table is required")
+        if not isinstance(raw.get("merge"), dict) or not raw["merge"]:
             raise ConfigError(f"{where}: [merge] table is required (method, base, endpoints)")
-        merge = _resolve_merge_paths(merge, root, where)
-        _check_merge_ranges(merge, where)
+        tables = {name: _build(cls_, raw.get(name, {}), name, root, where)
+                  for name, cls_ in _TABLES.items() if name != "tasks"}
         tasks = _tasks(raw.get("tasks"), root, where)
-        _check_choice(irt["extraction"], EXTRACTORS, where, "irt.extraction")
-        _check_choice(evaluation["rng"], ("mergekit", "counter"), where, "evaluation.rng")
-        if evaluation["fused"] not in ("auto", True, False):
-            raise ConfigError(f"{where}: evaluation.fused: {evaluation['fused']!r} is not one of "
-                              "['auto', true, false]")
-        _check_choice(sampler["name"], SAMPLERS, where, "sampler.name")
-        if sampler["name"] in SINGLE_OBJECTIVE_SAMPLERS and len(tasks) > 1:
+        merge = _resolved_merge(tables["merge"], root, where)
+        _check_merge_ranges(merge, where)
+        sampler = tables["sampler"]
+        single = _single_objective_samplers()
+        if sampler.name in single and len(tasks) > 1:
             raise ConfigError(
-                f"{where}: sampler.name: {sampler['name']!r} is single-objective but the config "
+                f"{where}: sampler.name: {sampler.name!r} is single-objective but the config "
                 f"has {len(tasks)} tasks (one objective each); use 'nsga2' or 'nsga3', or keep "
                 "one task"
             )
-        if sampler["population_size"] < 2:
-            raise ConfigError(
-                f"{where}: sampler.population_size: must be >= 2, got {sampler['population_size']}"
-            )
-        if study["n_trials"] < 1:
-            raise ConfigError(f"{where}: study.n_trials: must be >= 1, got {study['n_trials']}")
-        out_dir = Path(study["out_dir"].format(name=study["name"]))
+        study = tables["study"]
+        out_dir = Path(study.out_dir.format(name=study.name))
         return cls(
-            name=study["name"],
+            study=study, sampler=sampler, merge=merge, irt=tables["irt"],
+            evaluation=tables["evaluation"], tasks=tasks,
             out_dir=out_dir if out_dir.is_absolute() else (root / out_dir).resolve(),
-            storage=study["storage"],
-            n_trials=study["n_trials"],
-            seed=study["seed"],
-            timeout_s=study["timeout_s"],
-            sampler=sampler,
-            merge=merge,
-            irt=irt,
-            evaluation=evaluation,
-            tasks=tasks,
-            source=source,
-            raw=raw,
+            source=source, text=text, raw=raw,
         )
+
+    # [study] keys, read everywhere
+    @property
+    def name(self) -> str:
+        return self.study.name
+
+    @property
+    def storage(self) -> str | None:
+        return self.study.storage
+
+    @property
+    def n_trials(self) -> int:
+        return self.study.n_trials
+
+    @property
+    def seed(self) -> int:
+        return self.study.seed
+
+    @property
+    def timeout_s(self) -> float | None:
+        return self.study.timeout_s
 
     @property
     def directions(self) -> list[str]:
@@ -178,29 +359,18 @@ class StudyConfig:
         return [t.direction for t in self.tasks]
 
     def signature(self) -> dict[str, Any]:
-        """What must not change between resumes: search space, tasks, sampler, IRT setup.
+        """What must not change between resumes: the keys declared with ``signature``.
 
-        ``n_trials``, storage and evaluation batch size may change freely. Model paths enter as
-        their folder names and task files as content hashes, so a moved repository (or another
-        worker with another mount point) resumes the same study.
+        Model paths enter as their folder names and task / reference files as content hashes, so
+        a moved repository (or another worker with another mount point) resumes the same study.
         """
         return {
-            "merge": portable_merge(self.merge),
-            "tasks": [
-                {
-                    "name": t.name,
-                    "n_items": t.n_items,
-                    "estimator": t.estimator,
-                    "direction": t.direction,
-                    "items_sha": _file_sha(t.path),
-                }
-                for t in self.tasks
-            ],
-            "sampler": _jsonable(self.sampler),
-            "irt": _jsonable(self.irt),
+            "merge": portable_merge(dataclasses.asdict(self.merge)),
+            "tasks": [_signature_of(t, files=True) for t in self.tasks],
+            "sampler": _signature_of(self.sampler),
+            "irt": _signature_of(self.irt),
             "seed": self.seed,
-            # Only when not the default, so that studies created before the option resume.
-            **({"rng": self.evaluation["rng"]} if self.evaluation["rng"] != "mergekit" else {}),
+            **_signature_of(self.evaluation),
         }
 
     def signature_hash(self) -> str:
@@ -223,98 +393,146 @@ def load_config(path: str | Path) -> StudyConfig:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    config = StudyConfig.from_dict(raw, path.resolve().parent, source=path)
-    config.text = text
-    return config
+    return StudyConfig.from_dict(raw, path.resolve().parent, source=path, text=text)
 
 
-def _table(raw: dict, name: str, spec: dict, where: str, required: bool = False) -> dict:
-    value = raw.get(name)
-    if value is None:
-        if required:
-            raise ConfigError(f"{where}: [{name}] table is required")
-        value = {}
+# -- validation from the declarations -------------------------------------------------------------
+def _build(cls: type, value: Any, prefix: str, root: Path, where: str) -> Any:
+    """One table: unknown keys, required keys, types, choices, ranges, paths."""
     if not isinstance(value, dict):
-        raise ConfigError(f"{where}: {name}: expected a table, got {type(value).__name__}")
-    return _validated(value, spec, where, name)
-
-
-def _validated(value: dict, spec: dict, where: str, prefix: str) -> dict:
-    unknown = sorted(set(value) - set(spec))
+        raise ConfigError(f"{where}: {prefix}: expected a table, got {type(value).__name__}")
+    fields = dataclasses.fields(cls)
+    unknown = sorted(set(value) - {f.name for f in fields})
     if unknown:
-        raise ConfigError(f"{where}: {prefix}: unknown key(s) {unknown}; valid: {sorted(spec)}")
+        raise ConfigError(f"{where}: {prefix}: unknown key(s) {unknown}; "
+                          f"valid: {sorted(f.name for f in fields)}")
+    hints = typing.get_type_hints(cls)
     out = {}
-    for key, (types, default) in spec.items():
-        if key not in value:
-            if default is ...:
-                raise ConfigError(f"{where}: {prefix}.{key}: required key is missing")
-            out[key] = default
+    for f in fields:
+        key = f"{prefix}.{f.name}"
+        if f.name not in value:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{where}: {key}: required key is missing")
             continue
-        item = value[key]
-        # bool is an int subclass: refuse ``n_trials = true``.
-        if not isinstance(item, types) or (isinstance(item, bool) and types is int):
-            expected = getattr(types, "__name__", None) or "/".join(t.__name__ for t in types)
-            raise ConfigError(
-                f"{where}: {prefix}.{key}: expected {expected}, got {type(item).__name__} {item!r}"
-            )
-        out[key] = item
-    return out
+        item = value[f.name]
+        if f.metadata["path"]:
+            out[f.name] = _checked_path(item, root, where, key)
+        else:
+            _check_value(item, hints[f.name], f.metadata, where, key)
+            out[f.name] = item
+    return cls(**out)
 
 
-def _check_choice(value: Any, choices: tuple[str, ...], where: str, key: str) -> None:
-    if value not in choices:
-        raise ConfigError(f"{where}: {key}: {value!r} is not one of {list(choices)}")
+def _check_value(item: Any, hint: Any, meta: dict, where: str, key: str) -> None:
+    if not _is_instance(item, hint):
+        raise ConfigError(f"{where}: {key}: expected {_type_name(hint)}, "
+                          f"got {type(item).__name__} {item!r}")
+    choices = meta["choices"]
+    if choices is not None:
+        allowed = list(choices() if callable(choices) else choices)
+        if not any(item is c or (type(item) is type(c) and item == c) for c in allowed):
+            shown = ", ".join(_toml(c) for c in allowed if c is not None)
+            absent = " (or leave it out for none)" if None in allowed else ""
+            raise ConfigError(f"{where}: {key}: {item!r} is not one of [{shown}]{absent}")
+    if isinstance(item, (int, float)) and not isinstance(item, bool):
+        if meta["min"] is not None and item < meta["min"]:
+            raise ConfigError(f"{where}: {key}: must be >= {meta['min']}, got {item!r}")
+        if meta["max"] is not None and item > meta["max"]:
+            raise ConfigError(f"{where}: {key}: must be <= {meta['max']}, got {item!r}")
+        if meta["gt"] is not None and item <= meta["gt"]:
+            raise ConfigError(f"{where}: {key}: must be > {meta['gt']}, got {item!r}")
+    if meta["pattern"] and isinstance(item, str) and not re.fullmatch(meta["pattern"], item):
+        raise ConfigError(f"{where}: {key}: {item!r} does not match {meta['pattern']!r}")
 
 
-def _tasks(raw_tasks: Any, root: Path, where: str) -> list[TaskConfig]:
+def _is_instance(item: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return any(_is_instance(item, arg) for arg in typing.get_args(hint))
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return item is None
+    if origin is dict:
+        key_type, value_type = typing.get_args(hint)
+        return isinstance(item, dict) and all(
+            _is_instance(k, key_type) and _is_instance(v, value_type) for k, v in item.items())
+    if origin is list:
+        (value_type,) = typing.get_args(hint)
+        return isinstance(item, list) and all(_is_instance(v, value_type) for v in item)
+    if hint is float:  # TOML writes 2 for 2.0
+        return isinstance(item, (int, float)) and not isinstance(item, bool)
+    if hint is int:  # bool is an int subclass: refuse ``n_trials = true``
+        return isinstance(item, int) and not isinstance(item, bool)
+    return isinstance(item, hint)
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return "/".join(_type_name(a) for a in typing.get_args(hint) if a is not type(None))
+    if typing.get_origin(hint) is dict:
+        return f"a table of {_type_name(typing.get_args(hint)[1])}"
+    if typing.get_origin(hint) is list:
+        return f"a list of {_type_name(typing.get_args(hint)[0])}"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _toml(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else repr(value)
+
+
+def _checked_path(item: Any, root: Path, where: str, key: str) -> Path:
+    if not isinstance(item, str):
+        raise ConfigError(f"{where}: {key}: expected a path string, got {item!r}")
+    path = _resolve(item, root)
+    if not path.exists():
+        raise ConfigError(f"{where}: {key}: file not found: {path}")
+    return path
+
+
+def _single_objective_samplers() -> tuple[str, ...]:
+    from optuna_merge3.study import SINGLE_OBJECTIVE_SAMPLERS
+
+    return SINGLE_OBJECTIVE_SAMPLERS
+
+
+def _tasks(raw_tasks: Any, root: Path, where: str) -> tuple[TaskConfig, ...]:
     if not isinstance(raw_tasks, list) or not raw_tasks:
         raise ConfigError(f"{where}: at least one [[tasks]] entry is required")
-    tasks = []
-    for i, raw in enumerate(raw_tasks):
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{where}: tasks[{i}]: expected a table")
-        entry = _validated(raw, _TASK_KEYS, where, f"tasks[{i}]")
-        _check_choice(entry["estimator"], ESTIMATORS, where, f"tasks[{i}].estimator")
-        _check_choice(entry["direction"], DIRECTIONS, where, f"tasks[{i}].direction")
-        if entry["n_items"] < 1:
-            raise ConfigError(f"{where}: tasks[{i}].n_items: must be >= 1")
-        for key in ("path", "reference"):
-            entry[key] = _resolve(entry[key], root)
-            if not entry[key].exists():
-                raise ConfigError(f"{where}: tasks[{i}].{key}: file not found: {entry[key]}")
-        tasks.append(TaskConfig(**entry))
+    tasks = tuple(_build(TaskConfig, raw, f"tasks[{i}]", root, where)
+                  for i, raw in enumerate(raw_tasks))
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: task names must be unique, got {names}")
     return tasks
 
 
-def _resolve_merge_paths(merge: dict, root: Path, where: str) -> dict:
-    merge = dict(merge)
-    if "base" in merge and isinstance(merge["base"], str):
-        merge["base"] = str(_resolve(merge["base"], root))
-    endpoints = merge.get("endpoints")
-    if not isinstance(endpoints, dict) or len(endpoints) < 2:
+def _resolved_merge(merge: MergeTable, root: Path, where: str) -> MergeTable:
+    """Model paths made absolute and checked; two names for one model are refused."""
+    if len(merge.endpoints) < 2:
         raise ConfigError(f"{where}: merge.endpoints: a table of at least two name = path entries")
-    bad = sorted(k for k, v in endpoints.items() if not isinstance(v, str))
-    if bad:
-        raise ConfigError(f"{where}: merge.endpoints.{bad[0]}: expected a path string")
-    merge["endpoints"] = {k: str(_resolve(v, root)) for k, v in endpoints.items()}
-    for key, value in [("base", merge.get("base"))] + [
-        (f"endpoints.{k}", v) for k, v in merge["endpoints"].items()
-    ]:
-        if isinstance(value, str) and not Path(value).exists():
+    base = str(_resolve(merge.base, root)) if merge.base is not None else None
+    endpoints = {k: str(_resolve(v, root)) for k, v in merge.endpoints.items()}
+    for key, value in [("base", base)] + [(f"endpoints.{k}", v) for k, v in endpoints.items()]:
+        if value is not None and not Path(value).exists():
             raise ConfigError(f"{where}: merge.{key}: model not found: {value}")
-    return merge
+    seen: dict[str, str] = {} if base is None else {_real(base): "base"}
+    for name, value in endpoints.items():
+        other = seen.setdefault(_real(value), f"endpoints.{name}")
+        if other != f"endpoints.{name}":
+            raise ConfigError(f"{where}: merge.endpoints.{name}: {value} is the same model as "
+                              f"merge.{other}; each endpoint must be another fine-tune")
+    return dataclasses.replace(merge, base=base, endpoints=endpoints)
 
 
-def _check_merge_ranges(merge: dict, where: str) -> None:
+def _real(path: str) -> str:
+    return str(Path(path).resolve())
+
+
+def _check_merge_ranges(merge: MergeTable, where: str) -> None:
     """Fractions of a task vector (density, gamma) must stay in [0, 1]."""
     for table in ("search", "fixed"):
-        entries = merge.get(table)
-        if not isinstance(entries, dict):
-            continue  # MergeSpace reports the type error
-        for key, value in entries.items():
+        for key, value in getattr(merge, table).items():
             if str(key).partition("/")[0] not in _UNIT_INTERVAL_PARAMS:
                 continue
             values = value if isinstance(value, list) else [value]
@@ -331,6 +549,26 @@ def _resolve(value: str, root: Path) -> Path:
     return path if path.is_absolute() else (root / path).resolve()
 
 
+# -- the resume signature -------------------------------------------------------------------------
+def _signature_of(table: Any, files: bool = False) -> dict[str, Any]:
+    """The declared signature keys of one table; file paths as content hashes."""
+    out = {}
+    for f in dataclasses.fields(table):
+        value, mode = getattr(table, f.name), f.metadata["signature"]
+        if not mode or (mode == "if_set" and value == f.default):
+            continue
+        if f.metadata["path"]:
+            if files:
+                out[_SHA_KEYS.get(f.name, f"{f.name}_sha")] = _file_sha(value)
+            continue
+        out[f.name] = _jsonable(value)
+    return out
+
+
+# The task file's hash kept its first name, so that studies made before resume.
+_SHA_KEYS = {"path": "items_sha"}
+
+
 def _file_sha(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
@@ -343,10 +581,16 @@ def portable_merge(merge: Any) -> Any:
     """The ``[merge]`` table with ``base`` and endpoint paths reduced to their folder names.
 
     Idempotent, so it also upgrades a signature stored by an older version (absolute paths).
+    Unset optional keys are left out, as older versions stored them.
     """
     merge = _jsonable(merge)
     if not isinstance(merge, dict):
         return merge
+    defaults = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+                for f in dataclasses.fields(MergeTable)
+                if f.default is not dataclasses.MISSING
+                or f.default_factory is not dataclasses.MISSING}
+    merge = {k: v for k, v in merge.items() if k not in defaults or v != defaults[k]}
     if isinstance(merge.get("base"), str):
         merge["base"] = _path_name(merge["base"])
     if isinstance(merge.get("endpoints"), dict):
@@ -364,3 +608,7 @@ def portable_signature(signature: Any) -> Any:
 
 def _path_name(value: str) -> str:
     return Path(value.rstrip("/\\")).name or value
+
+
+if __name__ == "__main__":  # pragma: no cover - regenerates docs/config.md
+    print(config_reference(), end="")

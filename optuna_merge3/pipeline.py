@@ -10,6 +10,7 @@ ability, and draw the evaluation subset. The result, :class:`FitnessSetup`, is w
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from optuna_merge3.config import StudyConfig, TaskConfig
+from optuna_merge3.config import ConfigError, StudyConfig, TaskConfig
 
 __all__ = [
     "FitnessSetup",
@@ -131,8 +132,14 @@ def check_inputs(config: StudyConfig) -> list[Any]:
     for task_config in config.tasks:
         task = evaluation.load_task(task_config.path)
         _check_task(task_config, task)
-        _, item_ids, _ = load_reference_responses(task_config.reference)
+        models, item_ids, _ = load_reference_responses(task_config.reference)
         _check_reference_ids(task_config, task, item_ids)
+        if config.irt.n_dims >= len(models):
+            raise ConfigError(
+                f"{config.source or '<config>'}: irt.n_dims: {config.irt.n_dims} latent "
+                f"dimensions but task {task_config.name!r} has only {len(models)} reference "
+                f"models ({task_config.reference}); use n_dims < {len(models)}"
+            )
         tasks.append(task)
     return tasks
 
@@ -191,8 +198,8 @@ def prepare_fitness(
     cache_dir = config.out_dir / "estimate"
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache = correctness_cache(config)
-    endpoint_names = list(config.merge["endpoints"])
-    batch_size = config.evaluation["batch_size"]
+    endpoint_names = list(config.merge.endpoints)
+    batch_size = config.evaluation.batch_size
 
     setups = []
     for task_index, task_config in enumerate(config.tasks):
@@ -214,7 +221,7 @@ def prepare_fitness(
         abilities = np.stack([irt.fit_ability(params, row.astype(float)) for row in endpoint_correct])
         # Each task gets its own stream so adding a task does not change another task's subset.
         subset = irt.extract_subset(
-            config.irt["extraction"],
+            config.irt.extraction,
             n_items=len(task.items),
             k=task_config.n_items,
             random_state=np.random.default_rng([config.seed, task_index]),
@@ -241,14 +248,14 @@ def _fit_or_load_irt(
     order = [position[i] for i in task_ids]
     responses = responses[:, order]
     digest = hashlib.sha256(responses.tobytes() + json.dumps(
-        [task_ids, config.irt, config.seed], sort_keys=True, default=str).encode()).hexdigest()[:16]
+        [task_ids, dataclasses.asdict(config.irt), config.seed], sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = cache_dir / f"irt_{task_config.name}_{digest}.npz"
     if path.exists():
         return irt.IRTParams.load(path)
     say(f"[estimate] {task_config.name}: fitting 2PL IRT on {len(models)} reference models x "
         f"{len(task_ids)} items")
     params, _ = irt.fit_irt(
-        responses, n_dims=config.irt["n_dims"], item_ids=task_ids, random_state=config.seed
+        responses, n_dims=config.irt.n_dims, item_ids=task_ids, random_state=config.seed
     )
     params.meta["cache_key"] = digest  # fit_irt's own "fingerprint" (of the responses) stays
     params.save(path)

@@ -89,23 +89,23 @@ class StudyRunner:
             from optuna_merge3.merging import InMemoryMerger
 
             evaluation = self.config.evaluation
-            if evaluation["threads"] > 0:
-                torch.set_num_threads(evaluation["threads"])
-            self.progress(f"[load] base + {len(self.config.merge['endpoints'])} endpoints")
+            if evaluation.threads > 0:
+                torch.set_num_threads(evaluation.threads)
+            self.progress(f"[load] base + {len(self.config.merge.endpoints)} endpoints")
             self._merger = InMemoryMerger(
-                self.config.merge.get("base"),
-                self.config.merge["endpoints"],
+                self.config.merge.base,
+                self.config.merge.endpoints,
                 self.space,
-                device=evaluation["device"],
-                dtype=getattr(torch, evaluation["dtype"]),
-                fused=None if evaluation["fused"] == "auto" else evaluation["fused"],
-                rng=evaluation["rng"],
+                device=evaluation.device,
+                dtype=getattr(torch, evaluation.dtype),
+                fused=None if evaluation.fused == "auto" else evaluation.fused,
+                rng=evaluation.rng,
             )
             if self._merger.fused:  # so that no trial's time includes the one-off compile
                 seconds = self._merger.warm_up()
                 self.progress(f"[load] merger warmed up in {seconds:.1f} s (fused kernels "
                               "compiled, per-tensor caches filled)")
-            self._model = self._merger.load_model(quantization=evaluation["quantization"])
+            self._model = self._merger.load_model(quantization=evaluation.quantization)
             self._model.eval()
             self._tokenizer = self._merger.load_tokenizer()
         return self._merger
@@ -140,7 +140,7 @@ class StudyRunner:
             self.model,
             self.tokenizer,
             self.setup,
-            batch_size=self.config.evaluation["batch_size"],
+            batch_size=self.config.evaluation.batch_size,
             seed=self.config.seed,
             artifact_store=self.artifact_store,
             budget=self.config.n_trials,
@@ -167,10 +167,10 @@ class StudyRunner:
         from optuna_merge3 import study as study_lib
 
         return study_lib.create_sampler(
-            self.config.sampler["name"],
+            self.config.sampler.name,
             n_objectives=len(self.config.tasks),
             seed=self.config.seed,
-            population_size=self.config.sampler["population_size"],
+            population_size=self.config.sampler.population_size,
         )
 
     def _signature(self) -> dict[str, Any]:
@@ -209,6 +209,7 @@ class StudyRunner:
             _ = self.space
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from exc
+        _check_device(self.config.evaluation.device, where)
         check_inputs(self.config)
         sampler = self._sampler()
         existing = study_lib.load_existing_study(self.config.name, self.open_storage(), sampler)
@@ -255,7 +256,7 @@ class StudyRunner:
         )
         if not resumed:
             self._write_note(study)
-            if sampler_cfg["seed_population"]:
+            if sampler_cfg.seed_population:
                 study_lib.seed_population(study, self.seed_genotypes())
         self.progress(
             f"[study] {'resumed' if resumed else 'created'} {self.config.name!r} in "
@@ -267,7 +268,7 @@ class StudyRunner:
     def seed_genotypes(self) -> dict[str, dict[str, float]]:
         """Generation-0 seeds: each endpoint (where the space can express it) and the uniform."""
         seeds = {}
-        for name in self.config.merge["endpoints"]:
+        for name in self.config.merge.endpoints:
             params = self.space.endpoint_params(name)
             if params is not None:
                 seeds[f"endpoint:{name}"] = params
@@ -315,7 +316,7 @@ class StudyRunner:
 
         setup = self.setup
         self.merger.apply(params, self.model, seed=genotype_seed(params, self.config.seed))
-        batch = self.config.evaluation["batch_size"]
+        batch = self.config.evaluation.batch_size
         # The Estimate step's correctness cache, keyed by the merged weights: `best` and `report`
         # after `run` do not evaluate the front again.
         cache = correctness_cache(self.config)
@@ -414,3 +415,19 @@ def _redact_url(url: str) -> str:
     from optuna_merge3.study import _redact
 
     return _redact(url)
+
+
+def _check_device(device: str, where: str) -> None:
+    """The configured device exists on this machine (before any model is loaded onto it)."""
+    import torch
+
+    from optuna_merge3.config import ConfigError
+
+    kind, _, index = device.partition(":")
+    if kind == "cuda":
+        count = torch.cuda.device_count()
+        if count <= int(index or 0):
+            raise ConfigError(f"{where}: evaluation.device: {device!r} but this machine has "
+                              f"{count} CUDA device(s); use 'cpu' here")
+    elif kind == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{where}: evaluation.device: 'mps' is not available on this machine")

@@ -27,6 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
     "SAMPLERS",
+    "SINGLE_OBJECTIVE_SAMPLERS",
     "SignatureMismatchError",
     "check_signature",
     "claim_budget_slot",
@@ -43,6 +44,7 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 SAMPLERS = ("nsga2", "nsga3", "cmaes", "tpe", "gp", "random")
+SINGLE_OBJECTIVE_SAMPLERS = ("cmaes",)
 SIGNATURE_KEY = "merge3:signature"
 SEEDED_KEY = "merge3:seeded"
 _DUPLICATE_KEY = "duplicate_of"

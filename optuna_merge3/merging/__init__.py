@@ -17,11 +17,12 @@ from ._fused import counter_bernoulli, mask_key
 from ._gradient import gradient_value, layer_t
 from ._merger import InMemoryMerger
 from ._methods import MERGE_METHODS, MethodSpec, merge_tensor
-from ._quant import QUANTIZATIONS
+from ._quant import MODEL_DTYPES, QUANTIZATIONS
 from ._space import MergeSpace
 
 __all__ = [
     "MERGE_METHODS",
+    "MODEL_DTYPES",
     "QUANTIZATIONS",
     "InMemoryMerger",
     "MergeSpace",

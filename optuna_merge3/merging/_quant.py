@@ -15,9 +15,11 @@ from typing import Any
 
 import torch
 
-__all__ = ["QUANTIZATIONS", "Target", "load_causal_lm", "model_targets", "write_tensor"]
+__all__ = ["MODEL_DTYPES", "QUANTIZATIONS", "Target", "load_causal_lm", "model_targets", "write_tensor"]
 
 QUANTIZATIONS = (None, "nf4")
+# dtypes of the live model (names of torch dtypes, as a study config writes them)
+MODEL_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def load_causal_lm(

@@ -92,8 +92,11 @@ class MergeSpace:
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def from_config(cls, merge: Mapping[str, Any]) -> MergeSpace:
-        """Build from a study TOML ``[merge]`` table (schema in ``docs/merging.md``)."""
+    def from_config(cls, merge: Mapping[str, Any] | Any) -> MergeSpace:
+        """Build from a study TOML ``[merge]`` table (schema in ``docs/merging.md``): a mapping
+        or the config's :class:`~optuna_merge3.config.MergeTable`."""
+        if hasattr(merge, "to_dict"):
+            merge = merge.to_dict()
         if not isinstance(merge, Mapping):
             raise ValueError(f"merge: expected a table, got {type(merge).__name__}")
         unknown = sorted(set(merge) - set(_CONFIG_KEYS))

@@ -104,7 +104,7 @@ Edit = Callable[[dict, Path, Path], "list[str] | None"]
 CASES: dict[str, tuple[Edit, str]] = {
     "unknown merge method": (
         lambda r, t, m: r["merge"].update(method="frankenmerge"),
-        r"merge\.method: unknown method 'frankenmerge'; valid: \[.*'task_arithmetic'"),
+        r"merge\.method: 'frankenmerge' is not one of \[.*'task_arithmetic'"),
     "task arithmetic without base": (
         lambda r, t, m: r["merge"].pop("base"),
         r"merge\.base: method 'task_arithmetic' needs a base model"),
@@ -211,6 +211,114 @@ CASES: dict[str, tuple[Edit, str]] = {
             lang_it=str(WORLD / "models" / "trivia_en")),
         r"changed: merge\.endpoints\.lang_it: \"lang_it\" -> \"trivia_en\""),
 }
+
+
+# -- cases generated from the config's declarations: every key gets a wrong type, and a value out
+# of its range, outside its choices or off its pattern where it declares one ----------------------
+_WRONG_TYPE = {int: "x", float: "x", str: 7, bool: "yes", dict: "x", list: "x"}
+
+
+def _wrong_type(hint: object) -> object:
+    import typing
+
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    origin = typing.get_origin(hint)
+    if origin in (dict, list):
+        return _WRONG_TYPE[origin]
+    if args:  # a union such as ``str | None``: a value its first member refuses
+        return _wrong_type(args[0])
+    return 7 if hint is Path else _WRONG_TYPE[hint]
+
+
+def _declared_cases() -> dict[str, tuple[str, str, object]]:
+    from optuna_merge3.config import declared_keys
+
+    cases = {}
+    for table, f, hint in declared_keys():
+        meta = f.metadata
+        bad = {"wrong type": _wrong_type(hint)}
+        if meta["min"] is not None:
+            bad["below min"] = meta["min"] - 1
+        if meta["max"] is not None:
+            bad["above max"] = meta["max"] + 1
+        if meta["gt"] is not None:
+            bad["not above gt"] = meta["gt"]
+        if meta["choices"] is not None:
+            bad["unknown choice"] = "bogus"
+        if meta["pattern"] is not None:
+            bad["off pattern"] = "a/b"
+        for problem, value in bad.items():
+            cases[f"{table}.{f.name}: {problem}"] = (table, f.name, value)
+    return cases
+
+
+DECLARED = _declared_cases()
+
+
+def test_every_declared_key_gets_generated_cases() -> None:
+    from optuna_merge3.config import declared_keys
+
+    keys = {f"{table}.{f.name}" for table, f, _ in declared_keys()}
+    assert {case.split(":")[0] for case in DECLARED} == keys
+    assert len(keys) >= 30
+
+
+@pytest.mark.parametrize("case", list(DECLARED))
+def test_a_declared_key_with_a_bad_value_is_one_line_naming_file_key_and_value(
+    case: str, shared_study: TinyStudy, tmp_path: Path
+) -> None:
+    table, key, value = DECLARED[case]
+    raw = copy.deepcopy(shared_study.raw)
+    if table == "tasks":
+        raw["tasks"][1][key] = value
+        name = f"tasks[1].{key}"
+    else:
+        raw.setdefault(table, {})[key] = value
+        name = f"{table}.{key}"
+    config = write_config(tmp_path / "bad.toml", raw)
+    before = shared_study.snapshot()
+    code, out, err = run_cli("run", config)
+    assert code == 2, (out + err)[-2000:]
+    line = err.strip()
+    assert len(line.splitlines()) == 1, err
+    assert line.startswith(f"optuna-merge3 run: error: {config}: {name}: "), err
+    assert repr(value) in line or (isinstance(value, str) and value in line), err
+    assert shared_study.snapshot() == before
+    assert optuna.get_all_study_names(shared_study.storage) == [shared_study.name]
+
+
+# -- cross-key and machine cases that no single declaration catches --------------------------------
+def _same_model_twice(r: dict, t: Path, m: Path) -> None:
+    r["merge"]["endpoints"]["again"] = r["merge"]["endpoints"]["math_en"]
+
+
+CROSS_CASES: dict[str, tuple[Edit, str]] = {
+    "n_dims = 0": (lambda r, t, m: r["irt"].update(n_dims=0), r"irt\.n_dims: must be >= 1, got 0"),
+    "n_dims above the reference population": (
+        lambda r, t, m: r["irt"].update(n_dims=200),
+        r"irt\.n_dims: 200 latent dimensions but task 'math_it' has only 68 reference models"),
+    "dtype float33": (lambda r, t, m: r["evaluation"].update(dtype="float33"),
+                      r"evaluation\.dtype: 'float33' is not one of \['float32', 'bfloat16'"),
+    "dtype float8": (lambda r, t, m: r["evaluation"].update(dtype="float8"),
+                     r"evaluation\.dtype: 'float8' is not one of"),
+    "quantization int3": (lambda r, t, m: r["evaluation"].update(quantization="int3"),
+                          r"evaluation\.quantization: 'int3' is not one of \['nf4'\]"),
+    "timeout_s = -1": (lambda r, t, m: r["study"].update(timeout_s=-1),
+                       r"study\.timeout_s: must be > 0, got -1"),
+    "lambda_constraint bogus": (lambda r, t, m: r["irt"].update(lambda_constraint="bogus"),
+                                r"irt\.lambda_constraint: 'bogus' is not one of"),
+    "the same endpoint twice": (_same_model_twice,
+                                r"merge\.endpoints\.again: .* is the same model as "
+                                r"merge\.endpoints\.math_en"),
+    "the base listed as an endpoint": (
+        lambda r, t, m: r["merge"]["endpoints"].update(lang_it=r["merge"]["base"]),
+        r"merge\.endpoints\.lang_it: .* is the same model as merge\.base"),
+}
+if not __import__("torch").cuda.is_available():  # the case needs a machine without CUDA
+    CROSS_CASES["device cuda without CUDA"] = (
+        lambda r, t, m: r["evaluation"].update(device="cuda"),
+        r"evaluation\.device: 'cuda' but this machine has 0 CUDA device\(s\)")
+CASES.update(CROSS_CASES)
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -205,7 +205,7 @@ def test_a_dare_ties_study_with_counter_masks_and_fused_kernels_runs_end_to_end(
     seed = int(re.search(r"seed=(\d+)", yaml_text).group(1))
     merge = load_config(config).merge
     space = MergeSpace.from_config(merge)
-    eager = InMemoryMerger(merge["base"], merge["endpoints"], space, fused=False, rng="counter")
+    eager = InMemoryMerger(merge.base, merge.endpoints, space, fused=False, rng="counter")
     expected = eager.merged_state_dict(complete[-1].params, seed=seed)
     exported = load_file(str(tmp_path / "exported" / "model.safetensors"))
     assert all(torch.equal(exported[k], expected[k]) for k in expected)
