@@ -4,15 +4,19 @@ Importing this package is cheap: torch / transformers / fasttext load inside the
 """
 
 from ._cache import CorrectnessCache, model_fingerprint, task_fingerprint
+from ._conventions import CONVENTIONS, Convention
 from ._evaluate import EvalResult, evaluate, render_prompt
 from ._generate import generate
-from ._langid import detect_language, is_language
+from ._langid import detect_language, is_language, strip_for_langid
+from ._numbers import read_number, read_numbers
 from ._scoring import SCORERS, extract_choice, extract_number, score_answer
 from ._task import GenerationConfig, Task, TaskItem, load_hf_task, load_task, task_from_dataset
 from ._transfer import negative_transfer_rate
 
 __all__ = [
+    "CONVENTIONS",
     "SCORERS",
+    "Convention",
     "CorrectnessCache",
     "EvalResult",
     "GenerationConfig",
@@ -28,8 +32,11 @@ __all__ = [
     "load_task",
     "model_fingerprint",
     "negative_transfer_rate",
+    "read_number",
+    "read_numbers",
     "render_prompt",
     "score_answer",
+    "strip_for_langid",
     "task_from_dataset",
     "task_fingerprint",
 ]

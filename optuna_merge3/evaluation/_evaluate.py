@@ -117,7 +117,14 @@ def evaluate(
     correct = np.array(
         [
             score_answer(
-                a, it, task.scorer, task.scorer_options, task.require_regex, language_check
+                a,
+                it,
+                task.scorer,
+                task.scorer_options,
+                task.require_regex,
+                language_check,
+                answer_language=task.answer_language,
+                undecidable_language=task.undecidable_language,
             )
             for a, it in zip(answers, items, strict=True)
         ],

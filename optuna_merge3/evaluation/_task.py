@@ -24,6 +24,7 @@ _CONFIG_KEYS = (
     "use_chat_template",
     "language",
     "answer_language",
+    "undecidable_language",
 )
 
 
@@ -55,6 +56,9 @@ class Task:
     ``prompt_template`` is formatted with ``prompt=item.prompt`` (few-shot examples go in the
     template); ``use_chat_template`` wraps the result in the tokenizer's chat template when it has
     one. ``scorer`` names an entry of :data:`SCORERS`; ``scorer_options`` are its keyword options.
+    ``answer_language`` (ISO 639-1) sets how answers of items without a ``language`` are read
+    ("1.000" is a thousand in "it") without a fastText check; ``undecidable_language`` ("accept"
+    or "reject") judges an item-language answer with too little prose to identify.
     """
 
     name: str
@@ -65,11 +69,18 @@ class Task:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     prompt_template: str = "{prompt}"
     use_chat_template: bool = False
+    answer_language: str | None = None
+    undecidable_language: str = "accept"
     meta: dict[str, Any] = field(default_factory=dict)
 
     def scoring_config(self) -> dict[str, Any]:
         """Everything besides items and weights that changes correctness (for fingerprints)."""
+        from ._scoring import RULES_VERSION
+
         return {
+            "rules_version": RULES_VERSION,
+            "answer_language": self.answer_language,
+            "undecidable_language": self.undecidable_language,
             "scorer": self.scorer,
             "scorer_options": dict(sorted(self.scorer_options.items())),
             "require_regex": self.require_regex,
@@ -125,7 +136,8 @@ def load_task(path: str | Path, config: str | Path | dict[str, Any] | None = Non
     number), optional ``choices`` (list of str; in CSV a JSON list or "a|b|c"), optional
     ``language`` (ISO 639-1). The task config is ``config`` or, when omitted, the sidecar file
     ``<path without suffix>.json`` if present (keys: name, scorer, scorer_options, require_regex,
-    max_new_tokens, stop, prompt_template, use_chat_template, language = default item language).
+    max_new_tokens, stop, prompt_template, use_chat_template, language = default item language,
+    answer_language = how answers are read without a fastText check, undecidable_language).
 
     Raises:
         ValueError: naming the file, line and field of malformed input.
@@ -236,16 +248,25 @@ def _task_from_items(
         if item.id in seen:
             raise ValueError(f"{where}: duplicate id {item.id!r} (field 'id')")
         seen.add(item.id)
-    from ._scoring import SCORERS
+    from ._langid import UNDECIDABLE_POLICIES
+    from ._scoring import check_scorer_options
 
     scorer = config.get("scorer", "exact")
-    if scorer not in SCORERS:
-        raise ValueError(f"{where}: unknown scorer {scorer!r}; valid: {sorted(SCORERS)}")
+    scorer_options = config.get("scorer_options", {})
+    if not isinstance(scorer_options, dict):
+        raise ValueError(f"{where}: 'scorer_options' must be a mapping, got {scorer_options!r}")
+    check_scorer_options(scorer, scorer_options, where)
+    undecidable = config.get("undecidable_language", "accept")
+    if undecidable not in UNDECIDABLE_POLICIES:
+        raise ValueError(
+            f"{where}: unknown undecidable_language {undecidable!r}; "
+            f"valid: {list(UNDECIDABLE_POLICIES)}"
+        )
     return Task(
         name=config.get("name", default_name),
         items=items,
         scorer=scorer,
-        scorer_options=dict(config.get("scorer_options", {})),
+        scorer_options=dict(scorer_options),
         require_regex=config.get("require_regex"),
         generation=GenerationConfig(
             max_new_tokens=int(config.get("max_new_tokens", 32)),
@@ -253,5 +274,7 @@ def _task_from_items(
         ),
         prompt_template=config.get("prompt_template", "{prompt}"),
         use_chat_template=bool(config.get("use_chat_template", False)),
-        meta={k: config[k] for k in ("description", "answer_language") if k in config},
+        answer_language=config.get("answer_language") or config.get("language"),
+        undecidable_language=undecidable,
+        meta={k: config[k] for k in ("description",) if k in config},
     )

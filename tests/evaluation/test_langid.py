@@ -36,10 +36,10 @@ def test_digits_are_removed_before_identification() -> None:
 
 def test_too_short_answers_follow_the_policy() -> None:
     assert is_language("42", "it")  # default: accept
-    assert not is_language("42", "it", short_policy="reject")
+    assert not is_language("42", "it", undecidable="reject")
     assert is_language("7 ok", "de")  # 2 letters < 8
     with pytest.raises(ValueError, match="valid"):
-        is_language("42", "it", short_policy="maybe")
+        is_language("42", "it", undecidable="maybe")
 
 
 def test_language_check_in_scoring() -> None:
