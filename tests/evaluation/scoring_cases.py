@@ -244,6 +244,15 @@ NUMBER_CASES: list[Case] = [
     *_n("N15", "en", [("The first primes are 2,3,5.", "5", True),
                       ("Options: 1.2.3", "3", True)]),
     *_n("N15", "it", [("I numeri sono 4,8,12.", "12", True)]),
+    # as chain-of-thought answers end
+    *_n("N2", "en", [("**Final answer:** 42", "42", True),
+                     ("The answer is $\\boxed{1,000}$.", "1000", True),
+                     ("So, 7 apples.", "7", True)]),
+    *_n("N6", "de", [("Ergebnis: 12.345,67 €", "12345.67", True)]),
+    *_n("N9", "ja", [("答えは１２３４５です", "12345", True)]),
+    *_n("N2", "it", [("Quindi Luca ha 15 anni. Tra 5 anni ne avrà 20.", "15", True,
+                      "the last number is 20, said after the answer; a grader reads the answer "
+                      "to the question (15); every last-number scorer here fails it")]),
     # hard cases the rules above do not cover (named disagreements)
     *_n("N2", "ja", [("答えは3万円です。", "30000", True,
                        "the multiplier 万 (10^4) is not read: the number is 3; a grader reads "
@@ -415,6 +424,31 @@ CHOICE_CASES: list[Case] = [
     *_c("C8", "nl", [("Het is Parijs.", "A", True)]),
     *_c("C8", "ja", [("ローマです。", "D", True)]),
     *_c("C8", "zh", [("是伦敦。", "B", True)]),
+    # as chain-of-thought answers end
+    *_c("C1", "en", [
+        ("Let's think. Paris is in France, London in the UK. Berlin is the capital of Germany. "
+         "Therefore, the answer is (C).", "C", True),
+        ("**Answer:** C", "C", True),
+        ("The answer is C. A is a city in France.", "C", True),
+    ]),
+    *_c("C1", "it", [("Analizziamo le opzioni: A) Parigi no, B) Londra no. La risposta è C) "
+                      "Berlino.", "C", True), ("La risposta è: **B**", "B", True)]),
+    *_c("C1", "fr", [("Berlin est la capitale de l'Allemagne. La réponse correcte est donc C.",
+                      "C", True)]),
+    *_c("C1", "nl", [("Berlijn is de hoofdstad van Duitsland, dus het antwoord is C.", "C", True)]),
+    *_c("C1", "ro", [("Berlin este capitala Germaniei, deci răspunsul corect este C.", "C", True)]),
+    *_c("C1", "ja", [("ドイツの首都はベルリンです。したがって、答えはCです。", "C", True)]),
+    *_c("C1", "zh", [("德国的首都是柏林，所以答案是C。", "C", True)]),
+    *_c("C5", "de", [("Die Hauptstadt Deutschlands ist Berlin. Also lautet die Antwort C.", "C", True),
+                     ("Die Hauptstadt Deutschlands ist Berlin, also C.", "C", True)]),
+    *_c("C5", "es", [("Berlín es la capital de Alemania, por lo tanto la respuesta correcta es la "
+                      "C.", "C", True)]),
+    *_c("C5", "pt", [("Berlim é a capital da Alemanha, portanto a resposta correta é a letra C.",
+                      "C", True)]),
+    *_c("C5", "en", [("It is not A. It is not B. It is D.", "D", True)]),
+    *_c("C4", "en", [("Between options B and C, C is correct.", "C", True)]),
+    *_c("C6", "en", [("I'm not sure, but A seems unlikely; I'll go with B.", "B", True)]),
+    *_c("C2", "en", [("C\n", "C", True)]),
     # C9: full-width letters and punctuation
     *_c("C9", "ja", [("答えはＢ", "B", True), ("（Ｃ）", "C", True), ("正解：Ｄ", "D", True)]),
     *_c("C9", "zh", [("答案是Ａ", "A", True), ("答案：（Ｂ）", "B", True)]),
@@ -468,6 +502,29 @@ LANGUAGE_CASES: list[Case] = [
     *_l("L3", "fr", [("**Réponse :** $x = 4$, donc chaque enfant reçoit 4 bonbons.", True)]),
     *_l("L3", "es", [("`total = 12` así que la respuesta es **12** manzanas.", True)]),
     *_l("L3", "ja", [("**答え:** $3 \\times 4 = 12$ なので、答えは12個です。", True)]),
+    # L2 / L3 / L4 as chain-of-thought answers write them (step lists, LaTeX, code, options)
+    *_l("L2", "de", [("Schritt 1: 15 * 4 = 60\nSchritt 2: 60 - 12 = 48\nSchritt 3: 48 / 6 = 8\n"
+                      "Antwort: Jeder bekommt 8 Stück.", True)]),
+    *_l("L2", "ro", [("Calcul: 7 * 8 = 56; 56 + 4 = 60; 60 / 2 = 30. Deci fiecare primește 30 de "
+                      "bomboane.", True)]),
+    *_l("L2", "nl", [("Berekening: 3 * 4 = 12, 12 + 8 = 20, 20 / 5 = 4. Dus krijgt ieder kind 4 "
+                      "snoepjes.", True)]),
+    *_l("L3", "it", [("**Passo 1:** $48 \\div 2 = 24$\n**Passo 2:** $48 + 24 = 72$\n\nQuindi "
+                      "Natalia ha venduto $\\boxed{72}$ fermagli.", True),
+                     ("<think>12*3=36, 36-6=30</think> La risposta è 30 caramelle.", True)]),
+    *_l("L3", "fr", [("```python\ntotal = 12 * 3\nprint(total)\n```\nLe total est donc 36 euros.",
+                      True)]),
+    *_l("L3", "es", [("$$x = \\frac{-b \\pm \\sqrt{b^2 - 4ac}}{2a} = 3$$ entonces la solución es "
+                      "x = 3.", True)]),
+    *_l("L3", "pt", [("**Resposta:** $\\frac{3}{4} \\cdot 12 = 9$, logo restam 9 laranjas na "
+                      "cesta.", True)]),
+    *_l("L3", "ja", [("計算: $12 \\times 3 = 36$, $36 - 6 = 30$\n\n**答え: 30個**", True,
+                      "after stripping only '計算 答え 個' is left (prose 10 >= 8, so decidable) and "
+                      "fastText reads it as Cantonese (yue, p 0.49): too few kanji for lid.176")]),
+    *_l("L3", "zh", [("计算：$12 \\times 3 = 36$，$36 - 6 = 30$。\n\n**答案：30个**", True)]),
+    *_l("L4", "de", [("B) Berlin\n\nBegründung: Berlin ist seit 1990 die Hauptstadt von "
+                      "Deutschland.", True)]),
+    *_l("L4", "it", [("A) 12\nB) 15\nC) 18\nD) 21\n\nLa risposta corretta è C.", True)]),
     # L4: the answer letter is stripped
     *_l("L4", "it", [("B) La risposta corretta è B perché Londra è in Inghilterra.", True),
                      ("(C) Berlino è la capitale della Germania.", True)]),
