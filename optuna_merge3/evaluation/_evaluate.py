@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from ._generate import generate
-from ._scoring import score_answer
 from ._task import Task, TaskItem
 
 _logger = logging.getLogger(__name__)
@@ -115,19 +114,7 @@ def evaluate(
             batch_size=batch_size,
         )
     correct = np.array(
-        [
-            score_answer(
-                a,
-                it,
-                task.scorer,
-                task.scorer_options,
-                task.require_regex,
-                language_check,
-                answer_language=task.answer_language,
-                undecidable_language=task.undecidable_language,
-            )
-            for a, it in zip(answers, items, strict=True)
-        ],
+        [task.score(a, it, language_check) for a, it in zip(answers, items, strict=True)],
         dtype=bool,
     )
     seconds = time.perf_counter() - start

@@ -73,6 +73,21 @@ class Task:
     undecidable_language: str = "accept"
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def score(self, answer: str, item: TaskItem, language_check: Any = None) -> bool:
+        """Whether ``answer`` is correct for ``item`` under every scoring option of this task."""
+        from ._scoring import score_answer
+
+        return score_answer(
+            answer,
+            item,
+            self.scorer,
+            self.scorer_options,
+            self.require_regex,
+            language_check,
+            answer_language=self.answer_language,
+            undecidable_language=self.undecidable_language,
+        )
+
     def scoring_config(self) -> dict[str, Any]:
         """Everything besides items and weights that changes correctness (for fingerprints)."""
         from ._scoring import RULES_VERSION

