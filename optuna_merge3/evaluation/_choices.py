@@ -47,12 +47,15 @@ _COPULAS = {w for c in CONVENTIONS.values() for w in c.copulas}
 
 
 def _is_word(text: str, end: int, letter: str) -> bool:
-    """"A plant", "I think", "e poi": a word-letter followed by a lowercase word (not a copula:
-    "A is correct") is the word, not the option."""
+    """"A plant", "I think", "è a Roma": a word-letter followed by a word is that word, not the
+    option, unless it is a capital followed by a capitalised word or a copula ("A is correct")."""
     if letter.upper() not in _WORD_LETTERS:
         return False
     follow = _FOLLOWED_BY_WORD.match(text, end)
-    return bool(follow and follow.group(1)[0].islower() and follow.group(1) not in _COPULAS)
+    if not follow:
+        return False
+    word = follow.group(1)
+    return letter.islower() or (word[0].islower() and word not in _COPULAS)
 
 
 def _stated_letter(text: str) -> str | None:

@@ -7,6 +7,7 @@ choices: ``_choices.py``; language id: ``_langid.py``.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import string
@@ -100,12 +101,17 @@ SCORERS: dict[str, Callable[..., bool]] = {
 ``position`` ("full" / "first"); "loglik_choice": ``norm`` (bool, lm-eval acc_norm)."""
 
 
+@functools.cache
+def _option_names(scorer: Callable[..., bool]) -> tuple[str, ...]:
+    params = inspect.signature(scorer).parameters
+    return tuple(p for p in params if p not in ("answer", "item", "language"))
+
+
 def check_scorer_options(scorer: str, options: dict[str, Any], where: str) -> None:
     """Raise ``ValueError`` naming ``where`` for an unknown scorer or an option it does not take."""
     if scorer not in SCORERS:
         raise ValueError(f"{where}: unknown scorer {scorer!r}; valid: {sorted(SCORERS)}")
-    params = inspect.signature(SCORERS[scorer]).parameters
-    valid = [p for p in params if p not in ("answer", "item", "language")]
+    valid = list(_option_names(SCORERS[scorer]))
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ValueError(

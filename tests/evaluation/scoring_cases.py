@@ -400,6 +400,7 @@ CHOICE_CASES: list[Case] = [
         ("E poi c'è Londra", "B", True),
         ("A Roma c'è il Colosseo, quindi D", "D", True),
         ("O forse Berlino", "C", True),
+        ("La risposta è a Roma, la capitale", "D", True),
     ]),
     *_c("C6", "de", [("Berlin, d. h. die Hauptstadt", "C", True),
                      ("Es ist Rom, d. h. D", "D", True)]),
