@@ -1,6 +1,6 @@
 """Agreement with a careful human grader: this project vs Mergenetic-style vs lm-eval's GSM8K filters.
 
-The table is tests/evaluation/scoring_cases.py (403 cases, 10 languages, each tagged with a rule of
+The table is tests/evaluation/scoring_cases.py (442 cases, 10 languages, each tagged with a rule of
 docs/evaluation.md). Scorers, side by side on every case:
 
 - **this project**: ``score_answer`` (numbers and choices read in the case's language) and
