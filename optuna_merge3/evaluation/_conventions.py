@@ -36,7 +36,7 @@ class Convention:
 _COMMA_GROUPS = (".", " ", *_TYPO_SPACES)
 _POINT_GROUPS = (",", *_TYPO_SPACES)
 
-CONVENTIONS: dict[str, Convention] = {
+CONVENTIONS: dict[str, Convention] = {  # (decimal, groups, statements, option words, copulas, words)
     "en": Convention(
         ".", _POINT_GROUPS,
         (r"(?:the\s+)?(?:correct\s+|right\s+|final\s+|best\s+)?(?:answer|option|choice)"
