@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from optuna_merge3._cachefile import read_or_none
 from optuna_merge3.config import ConfigError, StudyConfig, TaskConfig
 
 __all__ = [
@@ -250,8 +251,9 @@ def _fit_or_load_irt(
     digest = hashlib.sha256(responses.tobytes() + json.dumps(
         [task_ids, dataclasses.asdict(config.irt), config.seed], sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = cache_dir / f"irt_{task_config.name}_{digest}.npz"
-    if path.exists():
-        return irt.IRTParams.load(path)
+    cached = read_or_none(path, irt.IRTParams.load, "IRT cache file")
+    if cached is not None:
+        return cached
     say(f"[estimate] {task_config.name}: fitting 2PL IRT on {len(models)} reference models x "
         f"{len(task_ids)} items")
     params, _ = irt.fit_irt(

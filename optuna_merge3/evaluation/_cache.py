@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from optuna_merge3._cachefile import read_or_none, write_npz
+
 from ._task import Task
 
 _logger = logging.getLogger(__name__)
@@ -37,6 +39,11 @@ def task_fingerprint(task: Task) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()
 
 
+def _read_correct(path: Path) -> np.ndarray:
+    with np.load(path) as data:
+        return data["correct"].astype(bool)
+
+
 class CorrectnessCache:
     """Stores full-task correctness vectors under ``root/<model fp>/<task fp>.npz``."""
 
@@ -47,20 +54,12 @@ class CorrectnessCache:
         return self.root / model_fp[:32] / f"{task.name}-{task_fingerprint(task)[:32]}.npz"
 
     def get(self, model_fp: str, task: Task) -> np.ndarray | None:
-        """Cached correctness or None."""
-        path = self._path(model_fp, task)
-        if not path.is_file():
-            return None
-        with np.load(path) as data:
-            return data["correct"].astype(bool)
+        """Cached correctness, or None (missing, or unreadable: then with a warning)."""
+        return read_or_none(self._path(model_fp, task), _read_correct, "correctness cache file")
 
     def put(self, model_fp: str, task: Task, correct: np.ndarray) -> None:
-        """Store ``correct`` (atomic rename)."""
-        path = self._path(model_fp, task)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, correct=np.asarray(correct, dtype=bool))
-        tmp.replace(path)
+        """Store ``correct`` (atomically: a reader never sees half a file)."""
+        write_npz(self._path(model_fp, task), correct=np.asarray(correct, dtype=bool))
 
     def get_or_compute(
         self, model: Any, tokenizer: Any, task: Task, *, fingerprint: str | None = None,

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from optuna_merge3._cachefile import write_npz, write_text
+
 
 def responses_fingerprint(responses: np.ndarray) -> str:
     """A short digest of a models x items 0/1/NaN response matrix (shape included)."""
@@ -83,13 +85,13 @@ class IRTParams:
         )
 
     def save(self, path: str | Path) -> None:
-        """Write ``path`` (npz: alpha, beta) and a sidecar ``.json`` (item ids, meta)."""
+        """Write ``path`` (npz: alpha, beta) and a sidecar ``.json`` (item ids, meta), each
+        atomically."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as fh:  # a file handle keeps the exact name (no added .npz)
-            np.savez(fh, alpha=self.alpha, beta=self.beta)
         side = {"item_ids": self.item_ids, "meta": _jsonable(self.meta)}
-        _sidecar(path).write_text(json.dumps(side, indent=1, sort_keys=True))
+        # Both files atomically, the sidecar first: a reader that finds the .npz finds both.
+        write_text(_sidecar(path), json.dumps(side, indent=1, sort_keys=True))
+        write_npz(path, alpha=self.alpha, beta=self.beta)
 
     @classmethod
     def load(cls, path: str | Path) -> IRTParams:

@@ -116,6 +116,24 @@ def test_cache_roundtrip_and_invalidation(tiny, tmp_path) -> None:
     np.testing.assert_array_equal(cache.get_or_compute(model, tokenizer, task), ~first)
 
 
+def test_a_truncated_cache_file_is_recomputed_with_a_warning(tiny, tmp_path, caplog) -> None:
+    import logging
+
+    model, tokenizer = tiny
+    task = _task(tokenizer, model)
+    cache = CorrectnessCache(tmp_path)
+    first = cache.get_or_compute(model, tokenizer, task)
+    (path,) = tmp_path.rglob("*.npz")
+    path.write_bytes(path.read_bytes()[:40])  # e.g. a worker killed by an older, in-place writer
+    with caplog.at_level(logging.WARNING):
+        again = cache.get_or_compute(model, tokenizer, task)
+    np.testing.assert_array_equal(again, first)
+    assert any("correctness cache file" in r.getMessage() and "recomputing" in r.getMessage()
+               for r in caplog.records)
+    np.testing.assert_array_equal(cache.get(model_fingerprint(model), task), first)  # rewritten
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temporaries left
+
+
 def test_loglik_choice_batched_equals_one_by_one(tiny) -> None:
     """Right-padded batches of (item, choice) rows give the same choices as one row at a time."""
     model, tokenizer = tiny
