@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,17 +42,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from optuna_merge3.report import write_report
 
     runner = _runner(args)
-    started = time.perf_counter()
     study = runner.run(n_trials=args.n_trials, show_progress=True)
-    _say(f"[evolve] done in {time.perf_counter() - started:.1f} s")
     rows = _print_results(runner)
     png, md = write_report(study, rows, [t.name for t in runner.config.tasks],
                            runner.config.out_dir)
     _say(f"\nReport: {png} and {md}")
-    _say(f"Inspect: optuna-merge3 dashboard {args.config}   "
+    again = runner.cli_args()  # with --storage when it was given: the same study, not a new one
+    _say(f"Inspect: optuna-merge3 dashboard {again}   "
          f"(or: optuna-dashboard {runner.storage} --artifact-dir "
          f"{runner.config.out_dir / 'artifacts'})")
-    _say(f"Export a merge: optuna-merge3 export {args.config} TRIAL --out merged/")
+    _say(f"Export a merge: optuna-merge3 export {again} TRIAL --out merged/")
     return 0
 
 

@@ -85,8 +85,9 @@ class Merge3Objective:
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
         params = self.space.suggest(trial)
-        from optuna_merge3.study import claim_budget_slot, prune_if_duplicate
+        from optuna_merge3.study import claim_budget_slot, label_trial, prune_if_duplicate
 
+        label_trial(trial)  # role: endpoint / uniform / search / retry
         if self.dedupe:
             prune_if_duplicate(trial, params)
         if self.budget is not None:

@@ -60,10 +60,13 @@ class FitnessSetup:
     tasks: list[TaskSetup]
     seconds: float
 
-    def summary(self) -> dict[str, Any]:
-        """A JSON-able digest stored in the study (subset item ids, endpoint accuracies)."""
-        return {
-            t.config.name: {
+    def summary(self, details: bool = False) -> dict[str, Any]:
+        """A JSON-able digest per task: subset item ids, IRT dimension and keys, endpoint
+        accuracies; with ``details`` (the study's ``estimate.json`` artifact) also the IRT fit
+        statistics, the subset weights and each endpoint's ability."""
+        out = {}
+        for t in self.tasks:
+            entry: dict[str, Any] = {
                 "subset_item_ids": [t.task.items[i].id for i in t.subset.indices],
                 "subset_method": t.subset.method,
                 "irt_d": int(t.irt.alpha.shape[1]),
@@ -77,8 +80,17 @@ class FitnessSetup:
                     )
                 ),
             }
-            for t in self.tasks
-        }
+            if details:
+                entry.update(
+                    estimator=t.config.estimator,
+                    n_items=len(t.task.items),
+                    subset_weights=np.asarray(t.subset.weights).round(6).tolist(),
+                    irt_fit={k: v for k, v in t.irt.meta.items() if k != "subset_of"},
+                    endpoint_ability=dict(zip(
+                        self.endpoint_names, t.endpoint_abilities.round(6).tolist(), strict=True)),
+                )
+            out[t.config.name] = entry
+        return out
 
 
 def load_reference_responses(path: str | Path) -> tuple[list[str], list[str], np.ndarray]:
@@ -229,7 +241,7 @@ def prepare_fitness(
             params=params,
         )
         rates = endpoint_correct.mean(1)
-        acc = ", ".join(f"{n}={a:.2f}" for n, a in zip(endpoint_names, rates, strict=True))
+        acc = ", ".join(f"{n}={100 * a:.1f}%" for n, a in zip(endpoint_names, rates, strict=True))
         say(f"[estimate] {task_config.name}: d={params.alpha.shape[1]}, endpoints {acc}, "
             f"subset of {len(subset.indices)} items")
         setups.append(TaskSetup(task_config, task, params, subset, endpoint_correct, abilities))

@@ -7,6 +7,7 @@ notebook can run trials, inspect the front and export a merge without reloading 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ class TrialSummary:
     estimates: list[float] | None  # the fitness values the search saw
     full_accuracy: list[float] | None  # accuracy on all items of each task (held-out truth)
     trial_number: int | None = None
+    kind: str = "front"  # "front", "endpoint" or "uniform"
 
 
 class StudyRunner:
@@ -61,6 +63,7 @@ class StudyRunner:
     ) -> None:
         self.config = config if isinstance(config, StudyConfig) else load_config(config)
         self.storage_url = storage or self.config.storage
+        self.storage_override = storage  # repeated in the commands the runner suggests
         self.progress = progress or _logger.info
         self.heartbeat_interval = heartbeat_interval or None
         self._storage: Any = None
@@ -237,12 +240,12 @@ class StudyRunner:
 
         if heartbeat_interval is not None and self._storage is None:
             self.heartbeat_interval = heartbeat_interval or None
-        if not create and study_lib.load_existing_study(
+        if not create and (self._storage_file_missing() or study_lib.load_existing_study(
             self.config.name, self.open_storage()
-        ) is None:
+        ) is None):
             raise ValueError(
-                f"study {self.config.name!r} not found in {_redact_url(self.storage)}; run "
-                "`optuna-merge3 run CONFIG` first"
+                f"study {self.config.name!r} not found in {_redact_url(self.storage)} (nothing "
+                f"was created); run `optuna-merge3 run {self.cli_args()}` first"
             )
         sampler_cfg = self.config.sampler
         study, resumed = study_lib.create_or_resume_study(
@@ -258,12 +261,36 @@ class StudyRunner:
             self._write_note(study)
             if sampler_cfg.seed_population:
                 study_lib.seed_population(study, self.seed_genotypes())
+        if self._setup is not None:
+            self._upload_estimate(study)
         self.progress(
-            f"[study] {'resumed' if resumed else 'created'} {self.config.name!r} in "
+            f"[study] {'created' if not resumed else 'resumed' if create else 'opened'} "
+            f"{self.config.name!r} in "
             f"{_redact_url(self.storage)} ({_n_complete(study)} complete trials so far)"
         )
         self._study = study
         return study
+
+    def cli_args(self) -> str:
+        """``CONFIG [--storage URL]``: what a suggested ``optuna-merge3`` command needs to reach
+        this same study (without ``--storage`` it would open, or create, another one)."""
+        import shlex
+
+        where = shlex.quote(str(self.config.source or "CONFIG"))
+        if self.storage_override:
+            where += f" --storage {shlex.quote(_redact_url(self.storage_override))}"
+        return where
+
+    def _storage_file_missing(self) -> bool:
+        """Whether the storage is a SQLite or journal file that does not exist (opening it
+        would create it)."""
+        text = self.storage
+        if text.startswith("sqlite:///"):
+            path = text.removeprefix("sqlite:///")
+            return path != ":memory:" and not Path(path).exists()
+        if "://" not in text:
+            return not Path(text.removeprefix("journal:")).exists()
+        return False
 
     def seed_genotypes(self) -> dict[str, dict[str, float]]:
         """Generation-0 seeds: each endpoint (where the space can express it) and the uniform."""
@@ -288,7 +315,12 @@ class StudyRunner:
         objective = self.objective
         objective.budget = budget
         done = _n_complete(study)
-        self.progress(f"[evolve] {done}/{budget} complete trials; running the rest")
+        if done >= budget:
+            self.progress(f"[evolve] {done}/{budget} complete trials: the budget is met, nothing "
+                          "to run (a larger --n-trials or n_trials runs more)")
+        else:
+            self.progress(f"[evolve] {done}/{budget} complete trials; running {budget - done} "
+                          "more")
         callbacks: list[Any] = [
             optuna.study.MaxTrialsCallback(budget, states=(TrialState.COMPLETE,)),
             _StopAfterAttempts(4 * budget),  # many NSGA-II repeats are pruned, not counted
@@ -296,6 +328,7 @@ class StudyRunner:
         if show_progress:
             callbacks.append(_ProgressBar(budget, done))
         if done < budget:
+            started = time.perf_counter()
             study.optimize(
                 objective,
                 n_trials=None,
@@ -306,6 +339,12 @@ class StudyRunner:
         for callback in callbacks:
             if hasattr(callback, "close"):
                 callback.close()
+        if done < budget:
+            after = _n_complete(study)
+            short = "" if after >= budget else (
+                f"; {budget - after} short of the budget, run again to continue")
+            self.progress(f"[evolve] {after - done} trials completed in "
+                          f"{time.perf_counter() - started:.1f} s ({after}/{budget}){short}")
         return study
 
     # -- inspection ----------------------------------------------------------------------------
@@ -332,15 +371,25 @@ class StudyRunner:
         study = self.open_study(create=False)
         if _n_complete(study) == 0:
             raise ValueError(f"study {self.config.name!r} has no complete trial yet")
+        from optuna_merge3.study import SEED_KEY
+
         front = study.best_trials if len(self.config.tasks) > 1 else [study.best_trial]
+        # The generation-0 seeds ARE the endpoints and the uniform merge: their estimates are
+        # what the search saw for them (the latest complete one, should a seed have been retried).
+        seeds = {t.user_attrs[SEED_KEY]: t for t in study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE,)) if SEED_KEY in t.user_attrs}
+        seed_of = {t.number: label for label, t in seeds.items()}
         rows = [
-            TrialSummary(f"trial {t.number}", t.params, list(t.values), None, t.number)
+            TrialSummary(_seed_label(f"trial {t.number}", seed_of.get(t.number)), t.params,
+                         list(t.values), None, t.number)
             for t in sorted(front, key=lambda t: t.number)
         ]
         for i, name in enumerate(self.setup.endpoint_names):
             acc = [float(t.endpoint_correct[i].mean()) for t in self.setup.tasks]
-            rows.append(TrialSummary(f"endpoint {name}", {}, None, acc))
-        rows.append(TrialSummary("uniform merge", self.space.uniform_params(), None, None))
+            rows.append(_seed_row(f"endpoint {name}", {}, seeds.get(f"endpoint:{name}"), acc,
+                                  "endpoint"))
+        rows.append(_seed_row("uniform merge", self.space.uniform_params(), seeds.get("uniform"),
+                              None, "uniform"))
         if with_truth:
             for row in rows:
                 if row.full_accuracy is None:
@@ -370,8 +419,35 @@ class StudyRunner:
             from optuna_dashboard import save_note
         except ImportError:  # pragma: no cover - optuna-dashboard is a dependency
             return
-        text = self.config.text or str(self.config.raw)
-        save_note(study, f"# {self.config.name}\n\nStudy config:\n\n```toml\n{text}\n```\n")
+        from optuna_merge3.report import study_note
+
+        save_note(study, study_note(self.config, self._setup, self.cli_args()))
+
+    def _upload_estimate(self, study: optuna.Study) -> None:
+        """The Estimate step's summary as the study-level artifact ``estimate.json`` (once)."""
+        from optuna.artifacts import get_all_artifact_meta
+
+        from optuna_merge3.study import ESTIMATE_ARTIFACT, upload_json_artifact
+
+        if any(a.filename == ESTIMATE_ARTIFACT for a in get_all_artifact_meta(study)):
+            return
+        upload_json_artifact(study, self.artifact_store, ESTIMATE_ARTIFACT,
+                             self.setup.summary(details=True))
+
+
+def _seed_label(label: str, seed: str | None) -> str:
+    if seed is None:
+        return label
+    return f"{label} ({'uniform merge' if seed == 'uniform' else seed.replace(':', ' ')})"
+
+
+def _seed_row(label: str, params: dict[str, float], trial: Any, full: list[float] | None,
+              kind: str) -> TrialSummary:
+    """An endpoint's or the uniform merge's row, with its seed trial's estimates if it ran."""
+    if trial is None:
+        return TrialSummary(label, params, None, full, None, kind)
+    return TrialSummary(f"{label} (trial {trial.number})", params, list(trial.values), full,
+                        trial.number, kind)
 
 
 def _n_complete(study: optuna.Study) -> int:
@@ -404,7 +480,7 @@ class _ProgressBar:
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if trial.state == TrialState.COMPLETE:
             self.bar.update(1)
-            values = ", ".join(f"{v:.3f}" for v in trial.values)
+            values = ", ".join(f"{100 * v:.1f}%" for v in trial.values)  # as in the tables
             self.bar.set_postfix_str(f"#{trial.number}: {values}")
 
     def close(self) -> None:

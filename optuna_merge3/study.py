@@ -33,11 +33,13 @@ __all__ = [
     "claim_budget_slot",
     "create_or_resume_study",
     "create_sampler",
+    "label_trial",
     "describe_signature_change",
     "load_existing_study",
     "open_storage",
     "prune_if_duplicate",
     "seed_population",
+    "trial_role",
     "upload_json_artifact",
 ]
 
@@ -48,6 +50,9 @@ SINGLE_OBJECTIVE_SAMPLERS = ("cmaes",)
 SIGNATURE_KEY = "merge3:signature"
 SEEDED_KEY = "merge3:seeded"
 _DUPLICATE_KEY = "duplicate_of"
+SEED_KEY = "seed"  # a generation-0 seed's label: "endpoint:<name>" or "uniform"
+ROLE_KEY = "role"  # endpoint / uniform / search / retry, shown by optuna-dashboard
+ESTIMATE_ARTIFACT = "estimate.json"  # the study-level artifact of the Estimate step
 
 
 class SignatureMismatchError(ValueError):
@@ -311,9 +316,55 @@ def seed_population(study: optuna.Study, seeds: Mapping[str, Mapping[str, float]
     if study.user_attrs.get(SEEDED_KEY):
         return 0
     for label, params in seeds.items():
-        study.enqueue_trial(dict(params), user_attrs={"seed": label}, skip_if_exists=True)
+        study.enqueue_trial(dict(params), user_attrs={ROLE_KEY: _seed_role(label), SEED_KEY: label},
+                            skip_if_exists=True)
     study.set_user_attr(SEEDED_KEY, list(seeds))
     return len(seeds)
+
+
+def trial_role(trial: FrozenTrial) -> str:
+    """What a trial is: ``endpoint`` / ``uniform`` (a generation-0 seed), ``retry`` (a copy of a
+    killed worker's trial, ``RetryHeartbeatStaleTrialCallback``) or ``search`` (sampled)."""
+    if "failed_trial" in trial.system_attrs:
+        return "retry"
+    seed = trial.user_attrs.get(SEED_KEY)
+    return _seed_role(seed) if seed else "search"
+
+
+def _seed_role(label: str) -> str:
+    return label.split(":", 1)[0]
+
+
+def label_trial(trial: optuna.Trial) -> str:
+    """Set the running trial's ``role`` user attribute and, for a seed or a retry, a trial note
+    saying what it is (optuna-dashboard shows the note at the top of the trial's page; the user
+    attributes are listed alphabetically, far below).
+
+    Returns:
+        The role.
+    """
+    frozen = trial.study._storage.get_trial(trial._trial_id)  # holds the system attrs
+    role = trial_role(frozen)
+    trial.set_user_attr(ROLE_KEY, role)
+    if role != "search":
+        from optuna_dashboard import save_note
+
+        save_note(trial, _role_note(role, frozen))
+    return role
+
+
+def _role_note(role: str, trial: FrozenTrial) -> str:
+    seed = trial.user_attrs.get(SEED_KEY, "")
+    what = {
+        "endpoint": f"**Endpoint `{seed.partition(':')[2]}`**, as it is: a generation-0 seed",
+        "uniform": "**Uniform merge** (every endpoint with the same weight): a generation-0 seed",
+    }
+    if role == "retry":
+        original = trial.system_attrs["failed_trial"]
+        kind = f" ({seed.replace(':', ' ')} seed)" if seed else ""
+        return (f"**Retry** of trial {original}{kind}: its worker stopped mid-trial, so the same "
+                "parameters run again.")
+    return what[role] + " of the search, evaluated like every trial."
 
 
 def prune_if_duplicate(trial: optuna.Trial, params: Mapping[str, float]) -> None:

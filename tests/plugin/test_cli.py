@@ -37,8 +37,9 @@ def test_run_prints_each_step_and_the_front(tiny_run: TinyStudy) -> None:
     out = tiny_run.output
     for step in ("[study] created 'tiny'", "[load] base + 2 endpoints",
                  "[estimate] math_it: fitting 2PL IRT on 68 reference models x 200 items",
-                 "[estimate] qa_en: d=2, endpoints math_en=0.54, lang_it=0.00, subset of 20 items",
-                 "[evolve] 0/4 complete trials", "Pareto front", "Report: "):
+                 "[estimate] qa_en: d=2, endpoints math_en=54.2%, lang_it=0.0%, subset of 20 items",
+                 "[evolve] 0/4 complete trials; running 4 more",
+                 "[evolve] 4 trials completed in ", "Pareto front", "Report: "):
         assert step in out, step
     assert out.index("[estimate]") < out.index("[study]")  # Estimate before the study is made
     study = optuna.load_study(study_name="tiny", storage=tiny_run.storage)
@@ -46,9 +47,12 @@ def test_run_prints_each_step_and_the_front(tiny_run: TinyStudy) -> None:
     assert len(complete) == TINY_RUN_TRIALS
     assert [t.user_attrs.get("seed") for t in complete[:3]] == [
         "endpoint:math_en", "endpoint:lang_it", "uniform"]
+    assert [t.user_attrs["role"] for t in complete] == ["endpoint", "endpoint", "uniform"] + [
+        "search"] * (TINY_RUN_TRIALS - 3)
     assert study.metric_names == ["math_it (gmpirt)", "qa_en (gmpirt)"]
     rows = _table_rows(out)
-    assert {f"trial {t.number}" for t in study.best_trials} <= set(rows)
+    front_rows = {k.split(" (")[0] for k in rows if k.startswith("trial ")}
+    assert {f"trial {t.number}" for t in study.best_trials} == front_rows
     assert (tiny_run.out_dir / "report.png").stat().st_size > 20_000
 
 
@@ -57,17 +61,20 @@ def test_best_lists_the_front_with_endpoints_and_full_accuracy(tiny_run: TinyStu
     code, out, err = run_cli("best", tiny_run.config_path)
     assert code == 0, err
     rows = _table_rows(out)
+    assert rows["model"] == ["math_it est. %", "qa_en est. %", "math_it full %", "qa_en full %"]
     study = optuna.load_study(study_name="tiny", storage=tiny_run.storage)
     front = sorted(t.number for t in study.best_trials)
+    seeds = {0: "endpoint math_en", 1: "endpoint lang_it", 2: "uniform merge"}
     labels = [k for k in rows if k.startswith(("trial", "endpoint", "uniform"))]
-    assert labels == [f"trial {n}" for n in front] + [
-        "endpoint math_en", "endpoint lang_it", "uniform merge"]
-    for number in front:  # estimates as stored, full accuracy filled in
-        est, full = rows[f"trial {number}"][:2], rows[f"trial {number}"][2:]
+    assert labels == [f"trial {n}" + (f" ({seeds[n]})" if n in seeds else "") for n in front] + [
+        "endpoint math_en (trial 0)", "endpoint lang_it (trial 1)", "uniform merge (trial 2)"]
+    for label in labels:  # estimates as stored (the seeds' too), full accuracy filled in
+        number = int(re.search(r"trial (\d+)", label).group(1))
+        est, full = rows[label][:2], rows[label][2:]
         assert est == [f"{100 * v:.1f}" for v in study.trials[number].values]
         assert all(re.fullmatch(r"\d+\.\d", cell) for cell in full)
-    assert rows["endpoint math_en"][2:] == ["0.0", "54.2"]  # the shipped world's accuracies
-    assert rows["endpoint lang_it"][2:] == ["14.0", "0.0"]
+    assert rows["endpoint math_en (trial 0)"][2:] == ["0.0", "54.2"]  # the shipped world's
+    assert rows["endpoint lang_it (trial 1)"][2:] == ["14.0", "0.0"]
     assert [(t.number, t.state, t.values) for t in study.trials] == [
         (t.number, t.state, t.values) for t in before]
 
@@ -121,7 +128,8 @@ def test_report_writes_a_png_and_a_markdown_summary(tiny_run: TinyStudy, tmp_pat
     assert text.startswith("# Study tiny\n")
     assert f"{TINY_RUN_TRIALS} complete trials, {40 * TINY_RUN_TRIALS} items evaluated" in text
     rows = _table_rows(text)
-    assert {"endpoint math_en", "endpoint lang_it", "uniform merge"} <= set(rows)
+    assert {"endpoint math_en (trial 0)", "endpoint lang_it (trial 1)",
+            "uniform merge (trial 2)"} <= set(rows)
     assert any(label.startswith("trial ") for label in rows)
     assert "![report](report.png)" in text
 

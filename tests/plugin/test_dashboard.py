@@ -50,7 +50,9 @@ def test_dashboard_api_shows_metrics_front_attrs_artifacts_and_note(
     assert detail["objective_names"] == ["math_it (gmpirt)", "qa_en (gmpirt)"]
     assert sorted(t["number"] for t in detail["best_trials"]) == sorted(
         t.number for t in study.best_trials)
-    assert "Study config:" in detail["note"]["body"] and '[merge]' in detail["note"]["body"]
+    note = detail["note"]["body"]
+    assert note.startswith("# tiny\n") and "## Objectives" in note and "`role`" in note
+    assert "```toml\n" in note and "[merge]" in note  # the config, readable, at the end
     study_attrs = {a["key"] for a in detail["user_attrs"]}
     assert {"merge3:signature", "merge3:seeded"} <= study_attrs
 
@@ -74,6 +76,19 @@ def test_dashboard_api_shows_metrics_front_attrs_artifacts_and_note(
         assert {"id", "answer", "correct"} == set(answers["math_it"][0])
         correct = sum(a["correct"] for a in answers["math_it"]) / 20
         assert correct == pytest.approx(float(attrs["subset_accuracy/math_it"]))
+
+    (estimate,) = detail["artifacts"]  # the study-level Estimate artifact
+    assert estimate["filename"] == "estimate.json"
+    status, ctype, payload = _get(
+        f"{dashboard}/artifacts/{listed['tiny']['study_id']}/{estimate['artifact_id']}")
+    assert status == 200 and ctype.startswith("application/json")
+    summary = json.loads(payload)
+    assert set(summary) == {"math_it", "qa_en"}
+    assert len(summary["math_it"]["subset_item_ids"]) == 20
+    assert summary["math_it"]["irt_fit"]["n_models"] == 68
+    assert set(summary["qa_en"]["endpoint_ability"]) == {"math_en", "lang_it"}
+    roles = {n: {a["key"]: a["value"] for a in t["user_attrs"]}["role"] for n, t in trials.items()}
+    assert [roles[n] for n in (0, 1, 2)] == ["endpoint", "endpoint", "uniform"]
 
     status, ctype, body = _get(f"{dashboard}/dashboard")
     assert status == 200 and ctype.startswith("text/html") and b"<html" in body.lower()

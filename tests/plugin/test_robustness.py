@@ -216,6 +216,7 @@ def test_cli_run_killed_mid_trial_on_sqlite_resumes_to_the_budget(
     _assert_retried_and_budget_met(trials, 1, before, budget)
     retry = _retries_of(trials, 1)[0]
     assert retry.user_attrs["seed"] == "endpoint:lang_it"  # the gen-0 seed is evaluated after all
+    assert retry.user_attrs["role"] == "retry"
     assert "estimate/math_it" in retry.user_attrs
 
 
