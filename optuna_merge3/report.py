@@ -107,9 +107,17 @@ def _pct_values(trials: Sequence[FrozenTrial], k: int) -> list[float]:
     return [100 * t.values[k] for t in trials]
 
 
-def _seed_kind(trial: FrozenTrial) -> str | None:
-    seed = trial.user_attrs.get("seed")
-    return None if seed is None else seed.split(":", 1)[0]
+def _mark_seeds(ax: Any, complete: Sequence[FrozenTrial], x: Any, y: Any) -> None:
+    """Open markers on the generation-0 seeds (the endpoints, the uniform merge), at
+    ``(x(trials), y(trials))``."""
+    from optuna_merge3.study import SEED_KEY, seed_role
+
+    for kind in ("endpoint", "uniform"):
+        seeds = [t for t in complete if seed_role(t.user_attrs.get(SEED_KEY, "")) == kind]
+        if seeds:
+            style = _KIND_STYLE[kind]
+            ax.scatter(x(seeds), y(seeds), s=70, marker=style["marker"], facecolors="none",
+                       edgecolors=style["color"], label=style["label"], zorder=3)
 
 
 def _plot_search(fig: Any, ax: Any, study: optuna.Study, complete: Sequence[FrozenTrial],
@@ -118,13 +126,7 @@ def _plot_search(fig: Any, ax: Any, study: optuna.Study, complete: Sequence[Froz
     points = ax.scatter(_pct_values(complete, 0), _pct_values(complete, 1), s=18,
                         c=[t.number for t in complete], cmap="viridis", label="trial", zorder=2)
     fig.colorbar(points, ax=ax, label="trial number")
-    for kind in ("endpoint", "uniform"):
-        seeds = [t for t in complete if _seed_kind(t) == kind]
-        if seeds:
-            style = _KIND_STYLE[kind]
-            ax.scatter(_pct_values(seeds, 0), _pct_values(seeds, 1), s=70, marker=style["marker"],
-                       facecolors="none", edgecolors=style["color"], label=style["label"],
-                       zorder=3)
+    _mark_seeds(ax, complete, lambda ts: _pct_values(ts, 0), lambda ts: _pct_values(ts, 1))
     front = sorted(study.best_trials, key=lambda t: (t.values[0], t.values[1]))
     # The front's attainment surface: between two front points the better-in-x one sets the
     # level, so the staircase steps at the point itself ("pre") when x is maximized.
@@ -143,13 +145,7 @@ def _plot_history(ax: Any, complete: Sequence[FrozenTrial], task_name: str) -> N
     numbers = [t.number for t in complete]
     ax.plot(numbers, values, ".", label="trial")
     ax.step(numbers, best, "r-", where="post", label="best so far")
-    for kind in ("endpoint", "uniform"):
-        seeds = [t for t in complete if _seed_kind(t) == kind]
-        if seeds:
-            style = _KIND_STYLE[kind]
-            ax.scatter([t.number for t in seeds], _pct_values(seeds, 0), s=70,
-                       marker=style["marker"], facecolors="none", edgecolors=style["color"],
-                       label=style["label"])
+    _mark_seeds(ax, complete, lambda ts: [t.number for t in ts], lambda ts: _pct_values(ts, 0))
     ax.set_xlabel("trial number")
     ax.set_ylabel(f"{task_name}: estimated accuracy (%)")
     ax.set_title("Search history")
@@ -184,7 +180,8 @@ def _plot_full_bars(ax: Any, rows: Sequence[Any], task_name: str) -> None:
     ax.barh([r.label for r in shown], [100 * r.full_accuracy[0] for r in shown], color=colors)
     for kind, style in _KIND_STYLE.items():
         if any(r.kind == kind for r in shown):
-            ax.barh([], [], color=style["color"], label=style["label"].replace(" (seed trial)", ""))
+            label = "best trial" if kind == "front" else style["label"].replace(" (seed trial)", "")
+            ax.barh([], [], color=style["color"], label=label)
     ax.set_xlabel(f"{task_name}: accuracy on all items (%)")
     ax.legend(fontsize=8)
 

@@ -39,6 +39,7 @@ __all__ = [
     "open_storage",
     "prune_if_duplicate",
     "seed_population",
+    "seed_role",
     "trial_role",
     "upload_json_artifact",
 ]
@@ -316,7 +317,7 @@ def seed_population(study: optuna.Study, seeds: Mapping[str, Mapping[str, float]
     if study.user_attrs.get(SEEDED_KEY):
         return 0
     for label, params in seeds.items():
-        study.enqueue_trial(dict(params), user_attrs={ROLE_KEY: _seed_role(label), SEED_KEY: label},
+        study.enqueue_trial(dict(params), user_attrs={ROLE_KEY: seed_role(label), SEED_KEY: label},
                             skip_if_exists=True)
     study.set_user_attr(SEEDED_KEY, list(seeds))
     return len(seeds)
@@ -328,10 +329,11 @@ def trial_role(trial: FrozenTrial) -> str:
     if "failed_trial" in trial.system_attrs:
         return "retry"
     seed = trial.user_attrs.get(SEED_KEY)
-    return _seed_role(seed) if seed else "search"
+    return seed_role(seed) if seed else "search"
 
 
-def _seed_role(label: str) -> str:
+def seed_role(label: str) -> str:
+    """``"endpoint"`` for a seed label ``"endpoint:<name>"``, else the label (``"uniform"``)."""
     return label.split(":", 1)[0]
 
 

@@ -164,6 +164,38 @@ def test_the_report_figure_has_a_staircase_front_a_colourbar_and_legends(
         plt.close(fig)
 
 
+def test_a_single_task_report_shows_the_history_and_labelled_bars() -> None:
+    import matplotlib.pyplot as plt
+
+    from optuna_merge3.report import report_figure
+    from optuna_merge3.runner import TrialSummary
+
+    study = optuna.create_study(direction="maximize")
+    for value, seed in [(0.2, "endpoint:a"), (0.1, "endpoint:b"), (0.3, "uniform"), (0.25, None),
+                        (0.4, None)]:
+        study.add_trial(optuna.trial.create_trial(
+            value=value, user_attrs={"seed": seed} if seed else {}))
+    rows = [TrialSummary("trial 4", {}, [0.4], [0.45], 4),
+            TrialSummary("endpoint a (trial 0)", {}, [0.2], [0.22], 0, "endpoint"),
+            TrialSummary("uniform merge (trial 2)", {}, [0.3], [0.33], 2, "uniform")]
+    fig = report_figure(study, rows, ["math"])
+    try:
+        history, bars = fig.axes
+        (best,) = [line for line in history.get_lines() if line.get_label() == "best so far"]
+        assert list(best.get_ydata()) == pytest.approx([20, 20, 30, 30, 40])
+        assert best.get_drawstyle() == "steps-post"
+        legend = [t.get_text() for t in history.get_legend().get_texts()]
+        assert legend == ["trial", "best so far", "endpoint (seed trial)",
+                          "uniform merge (seed trial)"]
+        assert [p.get_width() for p in bars.patches] == pytest.approx([45, 22, 33])
+        assert [t.get_text() for t in bars.get_yticklabels()] == [r.label for r in rows]
+        assert [t.get_text() for t in bars.get_legend().get_texts()] == [
+            "best trial", "endpoint", "uniform merge"]
+        assert bars.get_xlabel() == "math: accuracy on all items (%)"
+    finally:
+        plt.close(fig)
+
+
 def test_the_progress_line_shows_percent_like_the_tables() -> None:
     from optuna_merge3.report import results_table
     from optuna_merge3.runner import TrialSummary, _ProgressBar
