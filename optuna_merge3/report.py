@@ -197,14 +197,14 @@ def study_note(config: Any, setup: Any = None, cli_args: str = "CONFIG") -> str:
         cli_args: ``CONFIG [--storage URL]`` for the commands shown.
     """
     merge, sampler = config.merge, config.sampler
-    endpoints = ", ".join(f"`{n}`" for n in merge["endpoints"])
-    base = f" on base `{Path(str(merge['base'])).name}`" if merge.get("base") else ""
+    endpoints = ", ".join(f"`{n}`" for n in merge.endpoints)
+    base = f" on base `{Path(merge.base).name}`" if merge.base else ""
     sizes = {t.config.name: t for t in setup.tasks} if setup is not None else {}
     lines = [
         f"# {config.name}",
         "",
-        f"MERGE^3 evolutionary merging: **{merge['method']}** of {endpoints}{base}, searched "
-        f"by **{sampler['name']}** (population {sampler['population_size']}) for "
+        f"MERGE^3 evolutionary merging: **{merge.method}** of {endpoints}{base}, searched "
+        f"by **{sampler.name}** (population {sampler.population_size}) for "
         f"**{config.n_trials}** complete trials, seed {config.seed}.",
         "",
         "## Objectives: one per task, the MERGE^3 estimate of the accuracy on all its items",
