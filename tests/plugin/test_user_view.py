@@ -82,6 +82,30 @@ def test_trial_roles_tell_seeds_searches_and_retries_apart() -> None:
     assert trial_role(trial({"seed": "uniform", "role": "uniform"}, {"failed_trial": 2})) == "retry"
 
 
+def test_a_retry_is_labelled_and_its_note_names_the_killed_trial() -> None:
+    from optuna_dashboard._note import get_note_from_system_attrs
+
+    from optuna_merge3.study import label_trial
+
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(  # what RetryHeartbeatStaleTrialCallback enqueues
+        state=TrialState.WAITING, params={"x": 0.5},
+        distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
+        user_attrs={"seed": "uniform", "role": "uniform"},
+        system_attrs={"failed_trial": 3, "retry_history": [3]}))
+
+    def objective(trial: optuna.Trial) -> float:
+        label_trial(trial)
+        return trial.suggest_float("x", 0, 1)
+
+    study.optimize(objective, n_trials=2)
+    assert [t.user_attrs["role"] for t in study.trials] == ["retry", "search"]
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    notes = [get_note_from_system_attrs(attrs, t._trial_id)["body"] for t in study.trials]
+    assert notes == ["**Retry** of trial 3 (uniform seed): its worker stopped mid-trial, so the "
+                     "same parameters run again.", ""]
+
+
 def test_the_study_note_is_readable_markdown(tiny_run: TinyStudy) -> None:
     from optuna_dashboard._note import get_note_from_system_attrs
 
