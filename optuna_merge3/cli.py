@@ -32,7 +32,8 @@ def _print_results(runner: Any, truth: bool = True) -> list[Any]:
 
     rows = runner.summary(with_truth=truth)
     _say("")
-    _say("Pareto front (est. = MERGE^3 fitness the search saw; full = accuracy on all items):"
+    _say("Pareto front, then the endpoints and the uniform merge (est. % = the MERGE^3 estimate "
+         "the search saw; full % = accuracy on all items):"
          if len(runner.config.tasks) > 1 else "Best trial, endpoints and the uniform merge:")
     _say(results_table(rows, [t.name for t in runner.config.tasks]))
     return rows
