@@ -240,9 +240,9 @@ class StudyRunner:
 
         if heartbeat_interval is not None and self._storage is None:
             self.heartbeat_interval = heartbeat_interval or None
-        if not create and (self._storage_file_missing() or study_lib.load_existing_study(
-            self.config.name, self.open_storage()
-        ) is None):
+        if not create and (study_lib.storage_file_missing(self.storage)
+                           or study_lib.load_existing_study(self.config.name,
+                                                            self.open_storage()) is None):
             raise ValueError(
                 f"study {self.config.name!r} not found in {_redact_url(self.storage)} (nothing "
                 f"was created); run `optuna-merge3 run {self.cli_args()}` first"
@@ -280,17 +280,6 @@ class StudyRunner:
         if self.storage_override:
             where += f" --storage {shlex.quote(_redact_url(self.storage_override))}"
         return where
-
-    def _storage_file_missing(self) -> bool:
-        """Whether the storage is a SQLite or journal file that does not exist (opening it
-        would create it)."""
-        text = self.storage
-        if text.startswith("sqlite:///"):
-            path = text.removeprefix("sqlite:///")
-            return path != ":memory:" and not Path(path).exists()
-        if "://" not in text:
-            return not Path(text.removeprefix("journal:")).exists()
-        return False
 
     def seed_genotypes(self) -> dict[str, dict[str, float]]:
         """Generation-0 seeds: each endpoint (where the space can express it) and the uniform."""

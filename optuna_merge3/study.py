@@ -40,6 +40,7 @@ __all__ = [
     "prune_if_duplicate",
     "seed_population",
     "seed_role",
+    "storage_file_missing",
     "trial_role",
     "upload_json_artifact",
 ]
@@ -176,6 +177,18 @@ def open_storage(
             return optuna.storages.RDBStorage(text, **kwargs)
         except Exception as exc:  # sqlalchemy raises many types; the user needs URL + cause
             raise ValueError(f"storage {_redact(text)}: cannot open it: {exc}") from exc
+
+
+def storage_file_missing(storage: str | Path) -> bool:
+    """Whether ``storage`` is a SQLite or journal file that does not exist yet (opening it would
+    create it: read-only commands check this first)."""
+    text = str(storage)
+    if text.startswith("sqlite:///"):
+        path = text.removeprefix("sqlite:///")
+        return path != ":memory:" and not Path(path).exists()
+    if "://" not in text:
+        return not Path(text.removeprefix("journal:")).exists()
+    return False
 
 
 def load_existing_study(
