@@ -123,14 +123,19 @@ def _build() -> ctypes.CDLL:
         "\0".join([_SOURCE, compiler, *flags, _cpu_flags()]).encode(), digest_size=10
     ).hexdigest()
     target = _cache_dir() / f"mt19937_{digest}.so"
-    if not target.exists():
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            src = Path(tmp) / "mt19937.c"
-            src.write_text(_SOURCE)
-            built = Path(tmp) / target.name
-            subprocess.run([compiler, *flags, str(src), "-o", str(built)], check=True,
-                           capture_output=True, timeout=120)
-            os.replace(built, target)  # atomic: a concurrent worker sees all or nothing
+    if target.exists():
+        try:
+            return ctypes.CDLL(str(target))
+        except OSError as exc:  # a damaged cache file (truncated, emptied): build it again
+            _logger.warning("compiled MT19937 cache %s is unreadable (%s); rebuilding it",
+                            target, exc)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        src = Path(tmp) / "mt19937.c"
+        src.write_text(_SOURCE)
+        built = Path(tmp) / target.name
+        subprocess.run([compiler, *flags, str(src), "-o", str(built)], check=True,
+                       capture_output=True, timeout=120)
+        os.replace(built, target)  # atomic: a concurrent worker sees all or nothing
     return ctypes.CDLL(str(target))
 
 

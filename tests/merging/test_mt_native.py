@@ -114,3 +114,23 @@ def test_no_compiler_falls_back_to_numpy(monkeypatch, tmp_path):
                           "pos": 624}}
     np.testing.assert_array_equal(draws.numpy(), expected.random_raw(700) & 0xFFFFFF)
     monkeypatch.setattr(_mt_native, "_function", None)
+
+
+@needs_compiler
+def test_a_damaged_compiled_cache_is_rebuilt_with_a_warning(tmp_path, monkeypatch, caplog):
+    import logging
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    # built in another process: dlopen would hand this one its already loaded copy
+    subprocess.run([sys.executable, "-c", "from optuna_merge3.merging import _mt_native; "
+                    "_mt_native._build()"], check=True, timeout=120)
+    (built,) = (tmp_path / "optuna_merge3").glob("mt19937_*.so")
+    built.write_bytes(built.read_bytes()[:200])  # truncated, e.g. a disk that filled up
+    with caplog.at_level(logging.WARNING, logger=_mt_native.__name__):
+        lib = _mt_native._build()
+    assert any("is unreadable" in r.getMessage() and "rebuilding it" in r.getMessage()
+               for r in caplog.records)
+    assert lib.mt19937_fill is not None
+    assert built.stat().st_size > 1000  # rebuilt whole
