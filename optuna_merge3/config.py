@@ -193,6 +193,12 @@ def _quantizations() -> tuple[Any, ...]:
     return QUANTIZATIONS
 
 
+def _lm_eval_backends() -> tuple[str, ...]:
+    from optuna_merge3.evaluation import LM_EVAL_BACKENDS
+
+    return LM_EVAL_BACKENDS
+
+
 @dataclass(frozen=True)
 class EvaluationTable:
     """``[evaluation]``: where and how the live model runs."""
@@ -211,6 +217,10 @@ class EvaluationTable:
                        doc="DARE / DELLA masks: MergeKit's draws or counter hashes")
     fused: str | bool = setting("auto", choices=("auto", True, False), signature=False,
                                 doc="fused (torch.compile) merge loops")
+    # both give the same per-item correctness (tests/evaluation/test_lm_eval.py)
+    lm_eval_backend: str = setting("harness", choices=_lm_eval_backends, signature=False,
+                                   doc="lm-eval tasks: lm-eval's HFLM or our generate (OOM "
+                                       "back-off)")
 
 
 def _estimators() -> tuple[str, ...]:
@@ -219,16 +229,34 @@ def _estimators() -> tuple[str, ...]:
     return tuple(ESTIMATORS)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # keywords only: `path` is optional, `reference` not
 class TaskConfig:
     """``[[tasks]]``: one fitness task, its reference population and how it is estimated."""
 
     name: str = setting(doc="objective name; unique")
-    path: Path = setting(path=True, doc="items (JSONL / CSV); its content enters the signature")
+    path: Path | None = setting(None, path=True,
+                                doc="items (JSONL / CSV); its content enters the signature. "
+                                    "Either path or lm_eval")
     reference: Path = setting(path=True, doc="reference population's correctness (CSV.gz)")
     n_items: int = setting(20, min=1, doc="subset size evaluated per trial")
     estimator: str = setting("gmpirt", choices=_estimators, doc="fitness estimator")
     direction: str = setting("maximize", choices=DIRECTIONS, doc="Optuna direction")
+    # lm-evaluation-harness tasks (docs/evaluation.md); the lm_eval_* keys need lm_eval
+    lm_eval: str | None = setting(None, signature="if_set",
+                                  doc="an lm-evaluation-harness task name (the lm-eval extra)")
+    lm_eval_include: Path | None = setting(None, path=True,
+                                           doc="folder of extra lm-eval task YAMLs; their "
+                                               "content enters the signature")
+    data_files: dict[str, Path] | None = setting(None, path=True,
+                                                 doc="split = local file replacing the lm-eval "
+                                                     "task's hub dataset (offline)")
+    lm_eval_metric: str | None = setting(None, pattern=r"[^,]+(,[^,]+)?", signature="if_set",
+                                         doc="'<metric>,<filter>'; default: the task's first")
+    max_new_tokens: int | None = setting(None, min=1, signature="if_set",
+                                         doc="overrides the task file's / YAML's / scorer's")
+    stop: list[str] | None = setting(None, signature="if_set", doc="stop strings, likewise")
+    chat_template: bool | None = setting(None, signature="if_set",
+                                         doc="prompts through the tokenizer's chat template")
 
 
 _TABLES: dict[str, type] = {
@@ -481,7 +509,9 @@ def _toml(value: Any) -> str:
     return ("true" if value else "false") if isinstance(value, bool) else repr(value)
 
 
-def _checked_path(item: Any, root: Path, where: str, key: str) -> Path:
+def _checked_path(item: Any, root: Path, where: str, key: str) -> Any:
+    if isinstance(item, dict):  # split = file (data_files)
+        return {k: _checked_path(v, root, where, f"{key}.{k}") for k, v in item.items()}
     if not isinstance(item, str):
         raise ConfigError(f"{where}: {key}: expected a path string, got {item!r}")
     path = _resolve(item, root)
@@ -501,10 +531,24 @@ def _tasks(raw_tasks: Any, root: Path, where: str) -> tuple[TaskConfig, ...]:
         raise ConfigError(f"{where}: at least one [[tasks]] entry is required")
     tasks = tuple(_build(TaskConfig, raw, f"tasks[{i}]", root, where)
                   for i, raw in enumerate(raw_tasks))
+    for i, task in enumerate(tasks):
+        _check_task_source(task, where, f"tasks[{i}]")
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: task names must be unique, got {names}")
     return tasks
+
+
+def _check_task_source(task: TaskConfig, where: str, prefix: str) -> None:
+    """Exactly one of ``path`` / ``lm_eval``; the lm-eval keys only with ``lm_eval``."""
+    if (task.path is None) == (task.lm_eval is None):
+        raise ConfigError(f"{where}: {prefix}: give exactly one of 'path' (a JSONL / CSV task "
+                          "file) or 'lm_eval' (an lm-evaluation-harness task name)")
+    for key in ("lm_eval_include", "data_files", "lm_eval_metric"):
+        if getattr(task, key) is not None and task.lm_eval is None:
+            raise ConfigError(f"{where}: {prefix}.{key}: only valid with 'lm_eval'")
+    if task.stop is not None and not all(task.stop):
+        raise ConfigError(f"{where}: {prefix}.stop: stop strings must not be empty")
 
 
 def _resolved_merge(merge: MergeTable, root: Path, where: str) -> MergeTable:
@@ -558,8 +602,8 @@ def _signature_of(table: Any, files: bool = False) -> dict[str, Any]:
         if not mode or (mode == "if_set" and value == f.default):
             continue
         if f.metadata["path"]:
-            if files:
-                out[_SHA_KEYS.get(f.name, f"{f.name}_sha")] = _file_sha(value)
+            if files and value is not None:
+                out[_SHA_KEYS.get(f.name, f"{f.name}_sha")] = _content_sha(value)
             continue
         out[f.name] = _jsonable(value)
     return out
@@ -571,6 +615,16 @@ _SHA_KEYS = {"path": "items_sha"}
 
 def _file_sha(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def _content_sha(value: Path | dict[str, Path]) -> Any:
+    """A file's hash; a folder's files by relative name; a table of files by key."""
+    if isinstance(value, dict):
+        return {k: _content_sha(v) for k, v in value.items()}
+    if Path(value).is_dir():
+        return {str(p.relative_to(value)): _file_sha(p)
+                for p in sorted(Path(value).rglob("*")) if p.is_file()}
+    return _file_sha(value)
 
 
 def _jsonable(value: Any) -> Any:

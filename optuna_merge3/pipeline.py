@@ -32,6 +32,7 @@ __all__ = [
     "check_inputs",
     "correctness_cache",
     "load_reference_responses",
+    "load_task",
     "prepare_fitness",
 ]
 
@@ -126,6 +127,33 @@ def load_reference_responses(path: str | Path) -> tuple[list[str], list[str], np
     return models, item_ids, responses
 
 
+def load_task(task_config: TaskConfig) -> Any:
+    """The task of one ``[[tasks]]`` entry: a JSONL / CSV file (``path``) or an lm-eval task
+    (``lm_eval``), with the entry's ``max_new_tokens`` / ``stop`` overrides applied."""
+    from dataclasses import replace
+
+    from optuna_merge3 import evaluation
+
+    if task_config.lm_eval is None:
+        task = evaluation.load_task(task_config.path)
+        overrides = {k: v for k, v in (("max_new_tokens", task_config.max_new_tokens),
+                                       ("stop", task_config.stop and tuple(task_config.stop)))
+                     if v is not None}
+        if overrides:
+            task.generation = replace(task.generation, **overrides)
+        return task
+    from optuna_merge3.evaluation._lm_eval import load_lm_eval_task
+
+    try:
+        return load_lm_eval_task(
+            task_config.lm_eval, include=task_config.lm_eval_include,
+            data_files=task_config.data_files, metric=task_config.lm_eval_metric,
+            max_new_tokens=task_config.max_new_tokens, stop=task_config.stop,
+            task_name=task_config.name)
+    except ValueError as exc:
+        raise ValueError(f"task {task_config.name!r}: {exc}") from exc
+
+
 def check_inputs(config: StudyConfig) -> list[Any]:
     """Read every task and reference file of ``config`` and check that they fit together.
 
@@ -139,11 +167,9 @@ def check_inputs(config: StudyConfig) -> list[Any]:
         ValueError: naming the task, the file and the problem (no items, ``n_items`` larger than
             the task, reference item ids that do not cover the task's, malformed lines).
     """
-    from optuna_merge3 import evaluation
-
     tasks = []
     for task_config in config.tasks:
-        task = evaluation.load_task(task_config.path)
+        task = load_task(task_config)
         _check_task(task_config, task)
         models, item_ids, _ = load_reference_responses(task_config.reference)
         _check_reference_ids(task_config, task, item_ids)
@@ -160,12 +186,16 @@ def check_inputs(config: StudyConfig) -> list[Any]:
 def _check_task(task_config: TaskConfig, task: Any) -> None:
     n = len(task.items)
     if n == 0:
-        raise ValueError(f"task {task_config.name!r}: {task_config.path} has no items")
+        raise ValueError(f"task {task_config.name!r}: {_source(task_config)} has no items")
     if task_config.n_items > n:
         raise ValueError(
             f"task {task_config.name!r}: n_items = {task_config.n_items} but "
-            f"{task_config.path} has only {n} items; lower n_items to at most {n}"
+            f"{_source(task_config)} has only {n} items; lower n_items to at most {n}"
         )
+
+
+def _source(task_config: TaskConfig) -> str:
+    return str(task_config.path) if task_config.path else f"lm_eval task {task_config.lm_eval!r}"
 
 
 def _check_reference_ids(task_config: TaskConfig, task: Any, item_ids: list[str]) -> None:
@@ -174,7 +204,7 @@ def _check_reference_ids(task_config: TaskConfig, task: Any, item_ids: list[str]
     if missing:
         raise ValueError(
             f"{task_config.reference}: no reference responses for {len(missing)} of "
-            f"{len(task.items)} item(s) of task {task_config.name!r} ({task_config.path}), "
+            f"{len(task.items)} item(s) of task {task_config.name!r} ({_source(task_config)}), "
             f"e.g. {missing[:3]}; the reference CSV header must list the task's item ids"
         )
 
@@ -216,7 +246,7 @@ def prepare_fitness(
 
     setups = []
     for task_index, task_config in enumerate(config.tasks):
-        task = evaluation.load_task(task_config.path)
+        task = load_task(task_config)
         _check_task(task_config, task)
         params = _fit_or_load_irt(config, task_config, task, cache_dir, say)
         rows = []

@@ -8,13 +8,24 @@ from ._conventions import CONVENTIONS, Convention
 from ._evaluate import EvalResult, evaluate, render_prompt
 from ._generate import generate
 from ._langid import detect_language, is_language, strip_for_langid
+from ._lm_eval import LM_EVAL_BACKENDS, evaluate_lm_eval, load_lm_eval_task
 from ._numbers import read_number, read_numbers
 from ._scoring import SCORERS, extract_choice, extract_number, score_answer
-from ._task import GenerationConfig, Task, TaskItem, load_hf_task, load_task, task_from_dataset
+from ._task import (
+    GENERATION_DEFAULTS,
+    GenerationConfig,
+    Task,
+    TaskItem,
+    load_hf_task,
+    load_task,
+    task_from_dataset,
+)
 from ._transfer import negative_transfer_rate
 
 __all__ = [
     "CONVENTIONS",
+    "GENERATION_DEFAULTS",
+    "LM_EVAL_BACKENDS",
     "SCORERS",
     "Convention",
     "CorrectnessCache",
@@ -24,11 +35,13 @@ __all__ = [
     "TaskItem",
     "detect_language",
     "evaluate",
+    "evaluate_lm_eval",
     "extract_choice",
     "extract_number",
     "generate",
     "is_language",
     "load_hf_task",
+    "load_lm_eval_task",
     "load_task",
     "model_fingerprint",
     "negative_transfer_rate",

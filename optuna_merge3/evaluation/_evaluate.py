@@ -96,7 +96,15 @@ def evaluate(
     batch_size: int = 16,
     language_check: Any = None,
 ) -> EvalResult:
-    """Correctness of ``model`` on ``task`` (all items or ``indices``, in that order)."""
+    """Correctness of ``model`` on ``task`` (all items or ``indices``, in that order).
+
+    An lm-eval task (``scorer == "lm_eval"``, :func:`load_lm_eval_task`) is scored by its own
+    filters and metric (:func:`~optuna_merge3.evaluation._lm_eval.evaluate_lm_eval`).
+    """
+    if task.scorer == "lm_eval":
+        from ._lm_eval import evaluate_lm_eval
+
+        return evaluate_lm_eval(model, tokenizer, task, indices, batch_size=batch_size)
     start = time.perf_counter()
     idx = range(len(task.items)) if indices is None else [int(i) for i in indices]
     items = [task.items[i] for i in idx]

@@ -47,8 +47,9 @@ def generate(
     max_new_tokens: int,
     stop: tuple[str, ...] | list[str] = (),
     batch_size: int = 16,
+    strip: bool = True,
 ) -> list[str]:
-    """Greedy answers (prompt excluded, stripped) for ``prompts``.
+    """Greedy answers (prompt excluded; stripped unless ``strip=False``) for ``prompts``.
 
     Left padding so every row's last prompt token sits at the same position; decoding with the
     model's KV cache (``model.generate``); deterministic (no sampling). A stop string that is a
@@ -112,7 +113,8 @@ def generate(
                 continue
             new = gen[:, enc["input_ids"].shape[1] :]
             texts = tokenizer.batch_decode(new, skip_special_tokens=True)
-            out.extend(_cut_at_stop(t, stop).strip() for t in texts)
+            cut = (_cut_at_stop(t, stop) for t in texts)
+            out.extend(t.strip() if strip else t for t in cut)
             start += len(chunk)
         return out
     finally:

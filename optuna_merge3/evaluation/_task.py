@@ -49,6 +49,25 @@ class GenerationConfig:
     stop: tuple[str, ...] = ()
 
 
+# End-of-turn markers of common chat templates (Llama 2 / Mistral, ChatML / Qwen, Llama 3,
+# GPT-2 family): a chat endpoint that ends its answer with one stops there. Those that are special
+# tokens of the tokenizer also end decoding of the row.
+CHAT_STOPS = ("</s>", "<|im_end|>", "<|eot_id|>", "<|endoftext|>")
+
+GENERATION_DEFAULTS: dict[str, GenerationConfig] = {
+    # chain of thought (GSM8K-style: reasoning, then the number): lm-eval's gsm8k-cot budget;
+    # "Question:" ends a base model's continuation into a next few-shot question
+    "number": GenerationConfig(max_new_tokens=256, stop=("Question:", *CHAT_STOPS)),
+    # "The answer is (B)" or a short justification first
+    "choice": GenerationConfig(max_new_tokens=32, stop=CHAT_STOPS),
+    "exact": GenerationConfig(max_new_tokens=32, stop=CHAT_STOPS),
+    "exact_first_word": GenerationConfig(max_new_tokens=16, stop=CHAT_STOPS),
+    "loglik_choice": GenerationConfig(max_new_tokens=1),  # scored without generation
+}
+"""Scorer -> generation used when the task config sets no ``max_new_tokens`` / ``stop``
+(each key falls back on its own; a study's ``[[tasks]] max_new_tokens`` / ``stop`` override both)."""
+
+
 @dataclass
 class Task:
     """A named list of items plus how to prompt and score them.
@@ -103,6 +122,9 @@ class Task:
             "stop": list(self.generation.stop),
             "prompt_template": self.prompt_template,
             "use_chat_template": self.use_chat_template,
+            # an lm-eval task's filters, metric and generation kwargs (absent otherwise, so the
+            # fingerprints of other tasks are unchanged)
+            **({"lm_eval": self.meta["lm_eval_config"]} if "lm_eval_config" in self.meta else {}),
         }
 
 
@@ -277,6 +299,7 @@ def _task_from_items(
             f"{where}: unknown undecidable_language {undecidable!r}; "
             f"valid: {list(UNDECIDABLE_POLICIES)}"
         )
+    defaults = GENERATION_DEFAULTS.get(scorer, GenerationConfig())
     return Task(
         name=config.get("name", default_name),
         items=items,
@@ -284,8 +307,8 @@ def _task_from_items(
         scorer_options=dict(scorer_options),
         require_regex=config.get("require_regex"),
         generation=GenerationConfig(
-            max_new_tokens=int(config.get("max_new_tokens", 32)),
-            stop=tuple(config.get("stop", ())),
+            max_new_tokens=int(config.get("max_new_tokens", defaults.max_new_tokens)),
+            stop=tuple(config.get("stop", defaults.stop)),
         ),
         prompt_template=config.get("prompt_template", "{prompt}"),
         use_chat_template=bool(config.get("use_chat_template", False)),

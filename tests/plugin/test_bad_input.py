@@ -403,7 +403,8 @@ def test_a_raising_or_nan_trial_fails_with_its_message_and_the_study_goes_on(
     monkeypatch.setattr(irt, "estimate_accuracy", estimate)
     items = [SimpleNamespace(id=f"i{k}") for k in range(3)]
     task = TaskSetup(
-        config=TaskConfig("t", tmp_path / "t.jsonl", tmp_path / "r.csv", n_items=2),
+        config=TaskConfig(name="t", path=tmp_path / "t.jsonl", reference=tmp_path / "r.csv",
+                          n_items=2),
         task=SimpleNamespace(items=items), irt=None, subset=SimpleNamespace(indices=[0, 2]),
         endpoint_correct=np.zeros((1, 3), dtype=bool), endpoint_abilities=np.zeros((1, 1)),
     )

@@ -1,0 +1,370 @@
+"""lm-evaluation-harness tasks as fitness tasks, evaluated on the live in-memory model.
+
+The task's own YAML decides everything about correctness: prompt, few-shot context, target,
+generation kwargs, stop sequences, filters and metric. A task loads once
+(:func:`load_lm_eval_task`): lm-eval builds every document's requests (so few-shot contexts are
+those of a full run and an item's correctness never depends on which subset it is evaluated in),
+and the result is an ordinary :class:`~optuna_merge3.evaluation.Task` whose items carry the
+rendered prompt and target. :func:`evaluate_lm_eval` runs a subset's requests on the live model
+through one of two backends (identical per-item correctness, tested; speed in
+``benchmarks/results/lm_eval_backends.md``):
+
+- ``"harness"``: lm-eval's own ``HFLM`` wrapped around our model object and tokenizer.
+- ``"generate"``: this package's batched greedy :func:`~optuna_merge3.evaluation.generate`
+  (OOM back-off), then lm-eval's filters and metric. Log-likelihood requests (multiple choice)
+  always go through ``HFLM``.
+
+``lm_eval`` is an optional dependency (``pip install 'optuna-merge3[lm-eval]'``), imported here
+only; Hugging Face offline mode is switched on before it loads, so nothing tries the network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import string
+import sys
+import time
+import weakref
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._task import GenerationConfig, Task, TaskItem
+
+__all__ = ["LM_EVAL_BACKENDS", "evaluate_lm_eval", "load_lm_eval_task"]
+
+_logger = logging.getLogger(__name__)
+
+LM_EVAL_BACKENDS = ("harness", "generate")
+# Chosen by benchmarks/lm_eval_backends.py (see its results table): same answers, and lm-eval's
+# length-sorted batches are no slower than ours on the tiny world.
+DEFAULT_BACKEND = "harness"
+# simple_evaluate's default few-shot seed (lm_eval.utils.DEFAULT_OTHER_SEED): the same contexts
+# as a plain `lm_eval --tasks NAME` run.
+FEWSHOT_SEED = 1234
+_DATA_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+@dataclass
+class LmEvalSource:
+    """The lm-eval side of a loaded task (kept in ``Task.meta["lm_eval_source"]``)."""
+
+    task: Any  # lm_eval.api.task.ConfigurableTask
+    requests: list[list[Any]]  # per document, its lm_eval Instances in request order
+    filter_name: str
+    metric: str
+
+    @property
+    def output_type(self) -> str:
+        return self.task.OUTPUT_TYPE
+
+
+def _import_lm_eval() -> Any:
+    """Import lm_eval in offline mode, or say which extra installs it."""
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ[var] = "1"
+    # Flags read at import time: set them too when the libraries are already loaded.
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].constants.HF_HUB_OFFLINE = True
+    if "datasets" in sys.modules:
+        config = sys.modules["datasets"].config
+        config.HF_HUB_OFFLINE = config.HF_DATASETS_OFFLINE = True
+    try:
+        import lm_eval
+        import lm_eval.tasks
+    except ImportError as exc:
+        raise ImportError(
+            "lm-eval tasks need the `lm-eval` package: pip install 'optuna-merge3[lm-eval]'"
+        ) from exc
+    return lm_eval
+
+
+@lru_cache(maxsize=8)
+def _task_index(include: str | None, defaults: bool) -> dict[str, Any]:
+    """lm-eval's task registry (name -> Entry); the built-in one takes ~15 s, so it is cached
+    and only built when ``include`` does not define the task."""
+    from lm_eval.tasks import TaskManager
+
+    return dict(TaskManager(include_path=include, include_defaults=defaults).task_index)
+
+
+def _task_entry(name: str, include: Path | None) -> Any:
+    _import_lm_eval()
+    from lm_eval.tasks._index import Kind
+
+    index = _task_index(str(include), False) if include is not None else {}
+    entry = index.get(name) or _task_index(str(include) if include else None, True).get(name)
+    where = f" (built-in tasks{f' and {include}' if include else ''})"
+    if entry is None:
+        raise ValueError(f"lm_eval task {name!r} not found{where}; check the name or "
+                         "lm_eval_include (`lm_eval ls tasks` lists the built-in ones)")
+    if entry.kind not in (Kind.TASK,) or entry.yaml_path is None:
+        raise ValueError(f"lm_eval {name!r} is a {entry.kind.name.lower()}, not one YAML task; "
+                         "name one of its tasks (one fitness objective per task)")
+    return entry
+
+
+def _config_overrides(
+    data_files: dict[str, str | Path] | None,
+    max_new_tokens: int | None,
+    stop: list[str] | tuple[str, ...] | None,
+    generation_kwargs: dict[str, Any] | None,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if data_files:
+        suffixes = {Path(p).suffix.lower() for p in data_files.values()}
+        builders = {_DATA_BUILDERS.get(s) for s in suffixes}
+        if len(builders) != 1 or None in builders:
+            raise ValueError(f"data_files: {sorted(suffixes)} is not one of the file types "
+                             f"{sorted(_DATA_BUILDERS)} (one type for all splits)")
+        out.update(dataset_path=builders.pop(), dataset_name=None,
+                   dataset_kwargs={"data_files": {k: str(v) for k, v in data_files.items()}})
+    kwargs = dict(generation_kwargs or {})
+    if max_new_tokens is not None:
+        kwargs["max_gen_toks"] = int(max_new_tokens)
+    if stop is not None:
+        kwargs["until"] = list(stop)
+    if max_new_tokens is not None or stop is not None:
+        out["generation_kwargs"] = kwargs
+    return out
+
+
+def load_lm_eval_task(
+    name: str,
+    *,
+    include: str | Path | None = None,
+    data_files: dict[str, str | Path] | None = None,
+    metric: str | None = None,
+    max_new_tokens: int | None = None,
+    stop: list[str] | tuple[str, ...] | None = None,
+    task_name: str | None = None,
+) -> Task:
+    """Load lm-eval task ``name`` as a :class:`Task` whose items are its evaluation documents.
+
+    Args:
+        name: an lm-eval task (not a group or tag), built in or defined in ``include``.
+        include: a folder of extra task YAMLs (lm-eval's ``--include_path``).
+        data_files: split -> local file (JSONL / JSON / CSV / Parquet), replacing the task's hub
+            dataset (``dataset_path`` becomes the file type's builder), so it loads offline.
+        metric: ``"<metric>,<filter>"`` as in lm-eval's results keys (e.g.
+            ``"exact_match,flexible-extract"``); default: the task's first metric and filter.
+            Its per-document value must be 0 or 1.
+        max_new_tokens, stop: override the YAML's ``max_gen_toks`` / ``until``.
+        task_name: our task's name (default ``name``).
+
+    Item ids are the documents' ``id`` field when every document has a distinct one, else the
+    document index (lm-eval's ``doc_id``) as a string.
+
+    Raises:
+        ImportError: lm-eval is not installed (names the extra).
+        ValueError: unknown task, a group, a missing data file, an unknown metric / filter.
+    """
+    _import_lm_eval()
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    include = Path(include) if include is not None else None
+    if include is not None and not include.is_dir():
+        raise ValueError(f"lm_eval_include: {include} is not a folder")
+    for split, path in (data_files or {}).items():
+        if not Path(path).is_file():
+            raise ValueError(f"data_files.{split}: file not found: {path}")
+    entry = _task_entry(name, include)
+    config = load_yaml(entry.yaml_path, resolve_func=True)
+    config.update(_config_overrides(data_files, max_new_tokens, stop,
+                                    config.get("generation_kwargs")))
+    for key in ("tag", "group", "task_list"):
+        config.pop(key, None)
+    from lm_eval.tasks import TaskManager
+
+    # A dict spec builds the task from exactly this config (include and !function resolved).
+    loaded = TaskManager(include_path=None, include_defaults=False).load([config])
+    (lm_task,) = loaded["tasks"].values()
+    return _task_from_lm_eval(lm_task, task_name or name, metric, config)
+
+
+def _task_from_lm_eval(lm_task: Any, name: str, metric: str | None, config: dict) -> Task:
+    if lm_task.get_config("num_fewshot") is None:
+        lm_task.set_config(key="num_fewshot", value=0)  # as simple_evaluate does
+    lm_task.set_fewshot_seed(seed=FEWSHOT_SEED)
+    lm_task.build_all_requests(limit=None, rank=0, world_size=1, cache_requests=False)
+    docs = list(lm_task.eval_docs)
+    requests: list[list[Any]] = [[] for _ in docs]
+    for instance in lm_task.instances:
+        requests[instance.doc_id].append(instance)
+    for per_doc in requests:
+        per_doc.sort(key=lambda inst: inst.idx)
+    filter_name, metric_name = _pick_metric(lm_task, metric, name)
+    ids = _item_ids(docs)
+    items = []
+    for i, doc in enumerate(docs):
+        target = lm_task.doc_to_target(doc)
+        choices = None
+        if lm_task.OUTPUT_TYPE == "multiple_choice":
+            choices = tuple(str(c) for c in lm_task.doc_to_choice(doc))
+            if isinstance(target, int):
+                target = string.ascii_uppercase[target]
+        items.append(TaskItem(id=ids[i], prompt=requests[i][0].args[0], answer=str(target),
+                              choices=choices))
+    first = requests[0][0].args if requests and requests[0] else ()
+    gen = first[1] if len(first) > 1 and isinstance(first[1], dict) else {}
+    digest = hashlib.sha256(json.dumps(
+        {k: config.get(k) for k in ("filter_list", "metric_list", "generation_kwargs",
+                                    "output_type", "repeats")} | {"metric": metric_name,
+                                                                  "filter": filter_name},
+        sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return Task(
+        name=name,
+        items=items,
+        scorer="lm_eval",
+        generation=GenerationConfig(max_new_tokens=int(gen.get("max_gen_toks", 256)),
+                                    stop=tuple(gen.get("until", ()) or ())),
+        meta={"lm_eval_config": digest, "lm_eval_task": lm_task.config.task,
+              "lm_eval_source": LmEvalSource(lm_task, requests, filter_name, metric_name)},
+    )
+
+
+def _pick_metric(lm_task: Any, metric: str | None, name: str) -> tuple[str, str]:
+    filters = [f.name for f in getattr(lm_task, "_filters", [])] or ["none"]
+    metrics = list(lm_task._metric_fn_list)
+    if metric is None:
+        return filters[0], metrics[0]
+    metric_name, _, filter_name = metric.partition(",")
+    filter_name = filter_name or filters[0]
+    if metric_name not in metrics or filter_name not in filters:
+        valid = [f"{m},{f}" for f in filters for m in metrics]
+        raise ValueError(f"task {name!r}: lm_eval_metric {metric!r} is not one of {valid}")
+    return filter_name, metric_name
+
+
+def _item_ids(docs: list[Any]) -> list[str]:
+    ids = [doc.get("id") if isinstance(doc, dict) else None for doc in docs]
+    if all(isinstance(i, (str, int)) for i in ids) and len({str(i) for i in ids}) == len(ids):
+        return [str(i) for i in ids]
+    return [str(i) for i in range(len(docs))]
+
+
+_HFLM_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _hflm(model: Any, tokenizer: Any, batch_size: int) -> Any:
+    """lm-eval's HF wrapper around the live model (one per model object: weights change in
+    place, the wrapper stays valid)."""
+    from lm_eval.models.huggingface import HFLM
+
+    cached = _HFLM_CACHE.get(model)
+    if cached is None or cached.tokenizer is not tokenizer:
+        pad = tokenizer.pad_token  # HFLM sets a pad token when there is none: restore it
+        hf_logger = logging.getLogger("lm_eval.models.huggingface")
+        level = hf_logger.level
+        hf_logger.setLevel(logging.ERROR)  # its warnings about a model object are expected here
+        try:
+            cached = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
+                          device=str(next(model.parameters()).device))
+        finally:
+            hf_logger.setLevel(level)
+        tokenizer.pad_token = pad
+        _HFLM_CACHE[model] = cached
+    cached.batch_size_per_gpu = batch_size
+    return cached
+
+
+def _generate_responses(model: Any, tokenizer: Any, requests: list[Any], batch_size: int
+                        ) -> list[str]:
+    """``generate_until`` requests through our batched greedy generation, with lm-eval's stop
+    rule (the YAML's ``until`` plus the tokenizer's EOS) and no stripping, as ``HFLM`` does."""
+    from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
+
+    from ._generate import generate
+
+    eos = tokenizer.decode([tokenizer.eos_token_id], skip_special_tokens=False) \
+        if tokenizer.eos_token_id is not None else None
+    out: list[str | None] = [None] * len(requests)
+    groups: dict[str, list[int]] = {}
+    for k, request in enumerate(requests):
+        groups.setdefault(json.dumps(request.args[1], sort_keys=True, default=str), []).append(k)
+    for members in groups.values():
+        kwargs = normalize_gen_kwargs(dict(requests[members[0]].args[1]), 256)
+        if kwargs.get("do_sample"):
+            raise ValueError("backend 'generate' decodes greedily; the task samples "
+                             "(do_sample: true): use backend 'harness'")
+        stop = handle_stop_sequences(kwargs.get("until"), eos=eos)
+        texts = generate(model, tokenizer, [requests[k].args[0] for k in members],
+                         int(kwargs["max_gen_toks"]), stop=stop, batch_size=batch_size,
+                         strip=False)
+        for k, text in zip(members, texts, strict=True):
+            out[k] = text
+    return out  # type: ignore[return-value]
+
+
+def _run_requests(model: Any, tokenizer: Any, requests: list[Any], batch_size: int,
+                  backend: str) -> None:
+    by_type: dict[str, list[Any]] = {}
+    for request in requests:
+        by_type.setdefault(request.request_type, []).append(request)
+    for request_type, group in by_type.items():
+        if backend == "generate" and request_type == "generate_until":
+            responses = _generate_responses(model, tokenizer, group, batch_size)
+        else:
+            lm = _hflm(model, tokenizer, batch_size)
+            responses = getattr(lm, request_type)(group, disable_tqdm=True)
+        for request, response in zip(group, responses, strict=True):
+            request.resps.append(response)
+
+
+def evaluate_lm_eval(
+    model: Any,
+    tokenizer: Any,
+    task: Task,
+    indices: np.ndarray | list[int] | None = None,
+    batch_size: int = 16,
+    backend: str = DEFAULT_BACKEND,
+) -> Any:
+    """Per-item correctness of the live ``model`` on an lm-eval task (all items or ``indices``).
+
+    Returns an :class:`~optuna_merge3.evaluation.EvalResult`: ``correct`` is the task metric's
+    per-document value (0 / 1), ``answers`` the raw generated text (multiple choice: the letter of
+    the highest-scoring choice).
+    """
+    from ._evaluate import EvalResult
+
+    if backend not in LM_EVAL_BACKENDS:
+        raise ValueError(f"unknown lm-eval backend {backend!r}; valid: {list(LM_EVAL_BACKENDS)}")
+    source: LmEvalSource = task.meta["lm_eval_source"]
+    start = time.perf_counter()
+    idx = range(len(task.items)) if indices is None else [int(i) for i in indices]
+    # Fresh copies: the built requests stay untouched, so evaluations never share responses.
+    per_doc = [[dataclasses.replace(r, resps=[], filtered_resps={}) for r in source.requests[i]]
+               for i in idx]
+    flat = [r for requests in per_doc for r in requests]
+    if flat:
+        _run_requests(model, tokenizer, flat, batch_size, backend)
+        for ensemble in getattr(source.task, "_filters", []):
+            ensemble.apply(flat)
+    correct, answers = [], []
+    for requests in per_doc:
+        responses = [r.filtered_resps.get(source.filter_name, r.resps[0]) for r in requests]
+        value = source.task.process_results(requests[0].doc, responses)[source.metric]
+        if value not in (0, 1):
+            raise ValueError(f"task {task.name!r}: metric {source.metric!r} gave {value!r}, not "
+                             "0 / 1; choose a per-item 0 / 1 metric with lm_eval_metric")
+        correct.append(bool(value))
+        answers.append(_answer_text(requests, responses, source.output_type))
+    seconds = time.perf_counter() - start
+    _logger.debug("%s: %d lm-eval items in %.3f s (%s)", task.name, len(per_doc), seconds, backend)
+    return EvalResult(correct=np.array(correct, dtype=bool), answers=answers, seconds=seconds)
+
+
+def _answer_text(requests: list[Any], responses: list[Any], output_type: str) -> str:
+    """The model's raw answer (multiple choice: the highest-scoring choice's letter)."""
+    if output_type == "multiple_choice":
+        scores = [r[0] if isinstance(r, (tuple, list)) else r for r in responses]
+        return string.ascii_uppercase[int(np.argmax(scores))]
+    raw = requests[0].resps[0]
+    return raw if isinstance(raw, str) else json.dumps(raw, default=str)

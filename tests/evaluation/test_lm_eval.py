@@ -1,0 +1,189 @@
+"""lm-evaluation-harness tasks as fitness tasks, on the tiny world's live in-memory merges.
+
+The shipped task YAMLs (studies/tiny_world/lm_eval/) run over the world's own JSONL. Per-item
+correctness is compared three ways on the same live model and items: our two backends, lm-eval's
+own ``simple_evaluate`` (``samples=``, ``log_samples=True``, a YAML that ``include``s the shipped
+one), and the tiny world's native scoring of the same items (the YAMLs encode its criterion).
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("lm_eval", reason="lm-eval (the `lm-eval` extra)")
+torch = pytest.importorskip("torch")
+
+from optuna_merge3 import evaluation  # noqa: E402
+from optuna_merge3.evaluation import load_lm_eval_task  # noqa: E402
+from optuna_merge3.evaluation._lm_eval import evaluate_lm_eval  # noqa: E402
+
+STUDIES = Path(__file__).resolve().parents[2] / "studies"
+WORLD = STUDIES / "tiny_world"
+INCLUDE = WORLD / "lm_eval"
+# Two items of every kind of answer: the best transfer merge of the grid (docs/tiny_world.md),
+# then lang_it itself (the live model is rewritten in place between them).
+MERGES = [{"weight/math_en": 0.75, "weight/lang_it": 0.5}, {"weight/math_en": 0.0,
+                                                            "weight/lang_it": 1.0}]
+
+
+def _task(name: str) -> evaluation.Task:
+    return load_lm_eval_task(f"tiny_{name}", include=INCLUDE, task_name=name,
+                             data_files={"test": WORLD / "tasks" / f"{name}.jsonl"})
+
+
+@pytest.fixture(scope="module")
+def live() -> tuple:
+    """The tiny world's merger and ONE live model that each test rewrites in memory."""
+    from optuna_merge3.merging import InMemoryMerger, MergeSpace
+
+    torch.set_num_threads(1)
+    merge = {"method": "task_arithmetic", "base": str(WORLD / "models" / "base"),
+             "endpoints": {n: str(WORLD / "models" / n) for n in ("math_en", "lang_it")},
+             "search": {"weight": [0.0, 1.5]}}
+    merger = InMemoryMerger(merge["base"], merge["endpoints"], MergeSpace.from_config(merge))
+    model = merger.load_model().eval()
+    return merger, model, merger.load_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def tasks() -> dict[str, evaluation.Task]:
+    return {name: _task(name) for name in ("math_it", "qa_en")}
+
+
+def _simple_evaluate(model, tokenizer, name: str, indices: list[int], tmp: Path) -> np.ndarray:
+    """lm-eval's own run: a YAML that includes the shipped one and points at the local file."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    folder = tmp / f"yaml_{name}"
+    folder.mkdir(exist_ok=True)
+    (folder / "local.yaml").write_text(
+        f"task: local_{name}\ninclude: {INCLUDE / f'tiny_{name}.yaml'}\ndataset_path: json\n"
+        f"dataset_name: null\ndataset_kwargs:\n  data_files:\n"
+        f"    test: {WORLD / 'tasks' / f'{name}.jsonl'}\n", encoding="utf-8")
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=7, device="cpu")
+    out = simple_evaluate(lm, tasks=[f"local_{name}"], samples={f"local_{name}": indices},
+                          log_samples=True, bootstrap_iters=0,
+                          task_manager=TaskManager(include_path=str(folder),
+                                                   include_defaults=False))
+    by_doc = {s["doc_id"]: s["exact_match"] for s in out["samples"][f"local_{name}"]}
+    assert sorted(by_doc) == indices
+    return np.array([by_doc[i] == 1.0 for i in indices])
+
+
+def test_items_are_the_world_rows_with_the_yaml_generation(tasks) -> None:
+    task = tasks["math_it"]
+    native = evaluation.load_task(WORLD / "tasks" / "math_it.jsonl")
+    assert [i.id for i in task.items] == [i.id for i in native.items]  # the reference CSV's ids
+    assert [i.prompt for i in task.items] == [i.prompt for i in native.items]
+    assert [i.answer for i in task.items] == [i.answer for i in native.items]
+    assert task.scorer == "lm_eval" and task.generation == native.generation  # 6 tokens, <eos>
+    assert evaluation.task_fingerprint(task) != evaluation.task_fingerprint(tasks["qa_en"])
+
+
+@pytest.mark.parametrize("merge", MERGES, ids=["transfer_merge", "lang_it"])
+def test_backends_simple_evaluate_and_native_scoring_agree_per_item(
+    live, tasks, merge, tmp_path: Path
+) -> None:
+    merger, model, tokenizer = live
+    merger.apply(merge, model)
+    rng = np.random.default_rng(0)
+    mixed = []
+    for name, task in tasks.items():
+        indices = sorted(rng.choice(len(task.items), size=40, replace=False).tolist())
+        harness = evaluate_lm_eval(model, tokenizer, task, indices, batch_size=8,
+                                   backend="harness")
+        ours = evaluate_lm_eval(model, tokenizer, task, indices[::-1], batch_size=5,
+                                backend="generate").correct[::-1]
+        lm_eval_own = _simple_evaluate(model, tokenizer, name, indices, tmp_path)
+        native = evaluation.evaluate(model, tokenizer,
+                                     evaluation.load_task(WORLD / "tasks" / f"{name}.jsonl"),
+                                     indices=indices).correct
+        np.testing.assert_array_equal(harness.correct, lm_eval_own, err_msg=name)
+        np.testing.assert_array_equal(ours, lm_eval_own, err_msg=name)
+        np.testing.assert_array_equal(native, lm_eval_own, err_msg=name)
+        # through evaluate(), as trials call it; a subset's items score as in the full task
+        full = evaluation.evaluate(model, tokenizer, task).correct
+        np.testing.assert_array_equal(full[indices], lm_eval_own, err_msg=name)
+        mixed.append(0 < lm_eval_own.sum() < len(indices))
+    assert any(mixed)  # some item right and some wrong: the comparison is not trivial
+
+
+def test_metric_choice_and_bad_metric(tasks) -> None:
+    with pytest.raises(ValueError, match=r"lm_eval_metric 'bleu' is not one of \['exact_match,"
+                                         r"strict'\]"):
+        load_lm_eval_task("tiny_qa_en", include=INCLUDE, metric="bleu",
+                          data_files={"test": WORLD / "tasks" / "qa_en.jsonl"})
+    same = load_lm_eval_task("tiny_qa_en", include=INCLUDE, metric="exact_match,strict",
+                             data_files={"test": WORLD / "tasks" / "qa_en.jsonl"})
+    assert same.meta["lm_eval_config"] == tasks["qa_en"].meta["lm_eval_config"]
+
+
+def test_overrides_change_generation_and_fingerprint(tasks) -> None:
+    longer = load_lm_eval_task("tiny_qa_en", include=INCLUDE, max_new_tokens=9, stop=["."],
+                               data_files={"test": WORLD / "tasks" / "qa_en.jsonl"})
+    assert longer.generation == evaluation.GenerationConfig(9, (".",))
+    assert evaluation.task_fingerprint(longer) != evaluation.task_fingerprint(tasks["qa_en"])
+
+
+def test_group_and_missing_inputs_are_clear_errors(tmp_path: Path) -> None:
+    (tmp_path / "g.yaml").write_text("group: tiny_pair\ntask: [tiny_qa_en, tiny_math_it]\n")
+    for p in INCLUDE.iterdir():
+        (tmp_path / p.name).write_text(p.read_text())
+    with pytest.raises(ValueError, match="'tiny_pair' is a group, not one YAML task"):
+        load_lm_eval_task("tiny_pair", include=tmp_path)
+    with pytest.raises(ValueError, match=r"data_files.test: file not found: .*nope.jsonl"):
+        load_lm_eval_task("tiny_qa_en", include=INCLUDE, data_files={"test": tmp_path / "nope.jsonl"})
+    with pytest.raises(ValueError, match="lm_eval_include: .* is not a folder"):
+        load_lm_eval_task("tiny_qa_en", include=tmp_path / "none")
+
+
+def test_missing_lm_eval_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Simulated absence (lm-eval is installed here): a None entry makes `import lm_eval` fail.
+    monkeypatch.setitem(sys.modules, "lm_eval", None)
+    with pytest.raises(ImportError, match=r"pip install 'optuna-merge3\[lm-eval\]'"):
+        load_lm_eval_task("tiny_qa_en", include=INCLUDE)
+
+
+@pytest.mark.slow
+def test_lm_eval_study_runs_offline_through_the_cli(tmp_path: Path, monkeypatch) -> None:
+    """studies/tiny_world_lmeval.toml end to end with every network connection refused."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugin"))
+    import optuna
+    from plugin_helpers import dump_toml, run_cli
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    def refuse(*args, **kwargs):
+        raise OSError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    raw = tomllib.loads((STUDIES / "tiny_world_lmeval.toml").read_text(encoding="utf-8"))
+    raw["study"].update(out_dir=str(tmp_path / "run"), n_trials=3)
+    merge = raw["merge"]  # paths made absolute so that the config can live in tmp_path
+    merge["base"] = str(STUDIES / merge["base"])
+    merge["endpoints"] = {k: str(STUDIES / v) for k, v in merge["endpoints"].items()}
+    for task in raw["tasks"]:
+        for key in ("lm_eval_include", "reference"):
+            task[key] = str(STUDIES / task[key])
+        task["data_files"] = {k: str(STUDIES / v) for k, v in task["data_files"].items()}
+    config = tmp_path / "tiny_world_lmeval.toml"
+    config.write_text(dump_toml(raw), encoding="utf-8")
+    code, out, err = run_cli("run", config)
+    assert code == 0, err
+    assert "[estimate] math_it: d=2, endpoints math_en=0.00, lang_it=0.14" in out
+    assert "[estimate] qa_en: d=2, endpoints math_en=0.54, lang_it=0.00" in out
+    study = optuna.load_study(study_name="tiny_world_lmeval",
+                              storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 3 and all("subset_accuracy/math_it" in t.user_attrs for t in complete)
