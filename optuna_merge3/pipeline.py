@@ -127,9 +127,10 @@ def load_reference_responses(path: str | Path) -> tuple[list[str], list[str], np
     return models, item_ids, responses
 
 
-def load_task(task_config: TaskConfig) -> Any:
+def load_task(task_config: TaskConfig, lm_eval_backend: str = "harness") -> Any:
     """The task of one ``[[tasks]]`` entry: a JSONL / CSV file (``path``) or an lm-eval task
-    (``lm_eval``), with the entry's ``max_new_tokens`` / ``stop`` overrides applied."""
+    (``lm_eval``, evaluated through ``lm_eval_backend``), with the entry's ``max_new_tokens`` /
+    ``stop`` overrides applied."""
     from dataclasses import replace
 
     from optuna_merge3 import evaluation
@@ -149,7 +150,7 @@ def load_task(task_config: TaskConfig) -> Any:
             task_config.lm_eval, include=task_config.lm_eval_include,
             data_files=task_config.data_files, metric=task_config.lm_eval_metric,
             max_new_tokens=task_config.max_new_tokens, stop=task_config.stop,
-            task_name=task_config.name)
+            task_name=task_config.name, backend=lm_eval_backend)
     except ValueError as exc:
         raise ValueError(f"task {task_config.name!r}: {exc}") from exc
 
@@ -169,7 +170,7 @@ def check_inputs(config: StudyConfig) -> list[Any]:
     """
     tasks = []
     for task_config in config.tasks:
-        task = load_task(task_config)
+        task = load_task(task_config, config.evaluation.lm_eval_backend)
         _check_task(task_config, task)
         models, item_ids, _ = load_reference_responses(task_config.reference)
         _check_reference_ids(task_config, task, item_ids)
@@ -246,7 +247,7 @@ def prepare_fitness(
 
     setups = []
     for task_index, task_config in enumerate(config.tasks):
-        task = load_task(task_config)
+        task = load_task(task_config, config.evaluation.lm_eval_backend)
         _check_task(task_config, task)
         params = _fit_or_load_irt(config, task_config, task, cache_dir, say)
         rows = []

@@ -20,7 +20,9 @@ only; Hugging Face offline mode is switched on before it loads, so nothing tries
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -43,8 +45,10 @@ __all__ = ["LM_EVAL_BACKENDS", "evaluate_lm_eval", "load_lm_eval_task"]
 _logger = logging.getLogger(__name__)
 
 LM_EVAL_BACKENDS = ("harness", "generate")
-# Chosen by benchmarks/lm_eval_backends.py (see its results table): same answers, and lm-eval's
-# length-sorted batches are no slower than ours on the tiny world.
+# benchmarks/lm_eval_backends.py measured no consistent speed difference (two runs, within the
+# shared machine's noise) and identical answers, so the default is lm-eval's own code path: its
+# exact semantics (context truncation, sampling tasks, thinking tokens), nothing of ours to keep
+# in step. "generate" is there for its OOM back-off (HFLM with a fixed batch size raises).
 DEFAULT_BACKEND = "harness"
 # simple_evaluate's default few-shot seed (lm_eval.utils.DEFAULT_OTHER_SEED): the same contexts
 # as a plain `lm_eval --tasks NAME` run.
@@ -145,6 +149,7 @@ def load_lm_eval_task(
     max_new_tokens: int | None = None,
     stop: list[str] | tuple[str, ...] | None = None,
     task_name: str | None = None,
+    backend: str = DEFAULT_BACKEND,
 ) -> Task:
     """Load lm-eval task ``name`` as a :class:`Task` whose items are its evaluation documents.
 
@@ -158,6 +163,8 @@ def load_lm_eval_task(
             Its per-document value must be 0 or 1.
         max_new_tokens, stop: override the YAML's ``max_gen_toks`` / ``until``.
         task_name: our task's name (default ``name``).
+        backend: how :func:`~optuna_merge3.evaluation.evaluate` runs it (``LM_EVAL_BACKENDS``;
+            :func:`evaluate_lm_eval` takes its own ``backend`` argument).
 
     Item ids are the documents' ``id`` field when every document has a distinct one, else the
     document index (lm-eval's ``doc_id``) as a string.
@@ -166,6 +173,7 @@ def load_lm_eval_task(
         ImportError: lm-eval is not installed (names the extra).
         ValueError: unknown task, a group, a missing data file, an unknown metric / filter.
     """
+    _check_backend(backend)
     _import_lm_eval()
     from lm_eval.tasks._yaml_loader import load_yaml
 
@@ -184,23 +192,46 @@ def load_lm_eval_task(
     from lm_eval.tasks import TaskManager
 
     # A dict spec builds the task from exactly this config (include and !function resolved).
-    loaded = TaskManager(include_path=None, include_defaults=False).load([config])
+    with _quiet_progress():
+        loaded = TaskManager(include_path=None, include_defaults=False).load([config])
     (lm_task,) = loaded["tasks"].values()
-    return _task_from_lm_eval(lm_task, task_name or name, metric, config)
+    task = _task_from_lm_eval(lm_task, task_name or name, metric, config)
+    task.meta["lm_eval_backend"] = backend  # not fingerprinted: both give the same correctness
+    return task
+
+
+@contextlib.contextmanager
+def _quiet_progress() -> Any:
+    """No progress bars from loading a task: the dataset build and lm-eval's request loop would
+    write them to the CLI's stderr, where only our progress lines and errors belong."""
+    import datasets
+    import lm_eval.api.task as lm_task_module
+
+    bars_were_on = datasets.utils.logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    original = lm_task_module.tqdm
+    lm_task_module.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        lm_task_module.tqdm = original
+        if bars_were_on:
+            datasets.enable_progress_bars()
 
 
 def _task_from_lm_eval(lm_task: Any, name: str, metric: str | None, config: dict) -> Task:
     if lm_task.get_config("num_fewshot") is None:
         lm_task.set_config(key="num_fewshot", value=0)  # as simple_evaluate does
     lm_task.set_fewshot_seed(seed=FEWSHOT_SEED)
-    lm_task.build_all_requests(limit=None, rank=0, world_size=1, cache_requests=False)
+    with _quiet_progress():
+        lm_task.build_all_requests(limit=None, rank=0, world_size=1, cache_requests=False)
     docs = list(lm_task.eval_docs)
     requests: list[list[Any]] = [[] for _ in docs]
     for instance in lm_task.instances:
         requests[instance.doc_id].append(instance)
     for per_doc in requests:
         per_doc.sort(key=lambda inst: inst.idx)
-    filter_name, metric_name = _pick_metric(lm_task, metric, name)
+    filter_name, metric_name = _pick_metric(lm_task, metric)
     ids = _item_ids(docs)
     items = []
     targets: dict[int, Any] = {}
@@ -246,7 +277,7 @@ def _memoize_targets(lm_task: Any, targets: dict[int, Any]) -> None:
     lm_task.doc_to_target = doc_to_target
 
 
-def _pick_metric(lm_task: Any, metric: str | None, name: str) -> tuple[str, str]:
+def _pick_metric(lm_task: Any, metric: str | None) -> tuple[str, str]:
     filters = [f.name for f in getattr(lm_task, "_filters", [])] or ["none"]
     metrics = list(lm_task._metric_fn_list)
     if metric is None:
@@ -255,7 +286,7 @@ def _pick_metric(lm_task: Any, metric: str | None, name: str) -> tuple[str, str]
     filter_name = filter_name or filters[0]
     if metric_name not in metrics or filter_name not in filters:
         valid = [f"{m},{f}" for f in filters for m in metrics]
-        raise ValueError(f"task {name!r}: lm_eval_metric {metric!r} is not one of {valid}")
+        raise ValueError(f"lm_eval_metric {metric!r} is not one of {valid}")
     return filter_name, metric_name
 
 
@@ -334,13 +365,18 @@ def _run_requests(model: Any, tokenizer: Any, requests: list[Any], batch_size: i
             request.resps.append(response)
 
 
+def _check_backend(backend: str) -> None:
+    if backend not in LM_EVAL_BACKENDS:
+        raise ValueError(f"unknown lm-eval backend {backend!r}; valid: {list(LM_EVAL_BACKENDS)}")
+
+
 def evaluate_lm_eval(
     model: Any,
     tokenizer: Any,
     task: Task,
     indices: np.ndarray | list[int] | None = None,
     batch_size: int = 16,
-    backend: str = DEFAULT_BACKEND,
+    backend: str | None = None,
 ) -> Any:
     """Per-item correctness of the live ``model`` on an lm-eval task (all items or ``indices``).
 
@@ -350,8 +386,8 @@ def evaluate_lm_eval(
     """
     from ._evaluate import EvalResult
 
-    if backend not in LM_EVAL_BACKENDS:
-        raise ValueError(f"unknown lm-eval backend {backend!r}; valid: {list(LM_EVAL_BACKENDS)}")
+    backend = backend or task.meta.get("lm_eval_backend", DEFAULT_BACKEND)
+    _check_backend(backend)
     source: LmEvalSource = task.meta["lm_eval_source"]
     start = time.perf_counter()
     idx = range(len(task.items)) if indices is None else [int(i) for i in indices]

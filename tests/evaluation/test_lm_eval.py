@@ -187,3 +187,62 @@ def test_lm_eval_study_runs_offline_through_the_cli(tmp_path: Path, monkeypatch)
                               storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(complete) == 3 and all("subset_accuracy/math_it" in t.user_attrs for t in complete)
+
+
+def _mc_and_fewshot_tasks(folder: Path) -> Path:
+    """Two more YAML kinds: multiple choice by log-likelihood (acc, acc_norm) over math_it with
+    three other numbers as distractors, and 2-shot qa_en generation with lm-eval's default
+    (random) few-shot sampler drawing from the test split."""
+    import json
+
+    rows = [json.loads(line) for line in (WORLD / "tasks" / "math_it.jsonl").open()][:120]
+    rng = np.random.default_rng(1)
+    with (folder / "qa_mc.jsonl").open("w") as fh:
+        for r in rows:
+            others = rng.choice([a for a in range(19) if str(a) != r["answer"]], 3, replace=False)
+            choices = [str(a) for a in others]
+            gold = int(rng.integers(4))
+            choices.insert(gold, r["answer"])
+            fh.write(json.dumps({**r, "choices": choices, "gold": gold}) + "\n")
+    common = "test_split: test\ndoc_to_text: \"{{prompt}}\"\ndataset_path: json\n"
+    (folder / "qa_mc.yaml").write_text(
+        f"task: qa_mc\ndataset_kwargs:\n  data_files:\n    test: {folder}/qa_mc.jsonl\n"
+        + common + "output_type: multiple_choice\ndoc_to_choice: \"{{choices}}\"\n"
+        "doc_to_target: gold\nmetric_list:\n  - metric: acc\n  - metric: acc_norm\n")
+    (folder / "qa_2shot.yaml").write_text(
+        f"task: qa_2shot\ninclude: {INCLUDE / 'tiny_qa_en.yaml'}\n" + common
+        + f"dataset_kwargs:\n  data_files:\n    test: {WORLD / 'tasks' / 'qa_en.jsonl'}\n"
+        "dataset_name: null\nfewshot_split: test\nnum_fewshot: 2\n")
+    return folder
+
+
+@pytest.mark.parametrize("merge", [{"weight/math_en": 0.3, "weight/lang_it": 0.0}], ids=["near_base"])
+def test_multiple_choice_and_few_shot_tasks_match_a_full_simple_evaluate(
+    live, merge, tmp_path: Path
+) -> None:
+    """Every item equals lm-eval's own full run (no samples=): prompts with their random few-shot
+    examples, and correctness, for both backends and for acc / acc_norm by log-likelihood."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    merger, model, tokenizer = live
+    merger.apply(merge, model)
+    folder = _mc_and_fewshot_tasks(tmp_path)
+    out = simple_evaluate(HFLM(pretrained=model, tokenizer=tokenizer, batch_size=16, device="cpu"),
+                          tasks=["qa_mc", "qa_2shot"], log_samples=True, bootstrap_iters=0,
+                          task_manager=TaskManager(include_path=str(folder),
+                                                   include_defaults=False))
+    indices = sorted(np.random.default_rng(2).choice(120, 30, replace=False).tolist())
+    for name, metric in (("qa_mc", "acc"), ("qa_mc", "acc_norm,none"), ("qa_2shot", None)):
+        samples = {s["doc_id"]: s for s in out["samples"][name]}
+        task = load_lm_eval_task(name, include=folder, metric=metric)
+        key = (metric or "exact_match").partition(",")[0]
+        expected = np.array([samples[i][key] == 1.0 for i in indices])
+        assert [task.items[i].prompt for i in indices] == [samples[i]["arguments"][0][0]
+                                                           for i in indices]
+        for backend in ("harness", "generate"):
+            got = evaluate_lm_eval(model, tokenizer, task, indices, batch_size=4, backend=backend)
+            np.testing.assert_array_equal(got.correct, expected, err_msg=f"{name} {backend}")
+        assert 0 < expected.sum() < len(indices), name  # neither all right nor all wrong
+    assert task.items[0].prompt.count("Q:") == 3  # two examples, then the question

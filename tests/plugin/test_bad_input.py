@@ -99,6 +99,14 @@ def _task(raw: dict, i: int, **values: object) -> None:
     raw["tasks"][i].update(values)
 
 
+def _lm_eval_task(raw: dict, i: int, **values: object) -> None:
+    """Task ``i`` as the tiny world's lm-eval task (studies/tiny_world_lmeval.toml) + ``values``."""
+    name = raw["tasks"][i].pop("path") and raw["tasks"][i]["name"]
+    raw["tasks"][i].update({"lm_eval": f"tiny_{name}", "lm_eval_include": str(WORLD / "lm_eval"),
+                            "data_files": {"test": str(WORLD / "tasks" / f"{name}.jsonl")},
+                            **values})
+
+
 # Each case: edit(raw config dict, tmp folder, odd models) -> extra CLI args; then the message.
 Edit = Callable[[dict, Path, Path], "list[str] | None"]
 CASES: dict[str, tuple[Edit, str]] = {
@@ -157,6 +165,28 @@ CASES: dict[str, tuple[Edit, str]] = {
     "task file that does not exist": (
         lambda r, t, m: _task(r, 0, path=str(t / "missing.jsonl")),
         r"tasks\[0\]\.path: file not found: .*missing\.jsonl"),
+    "task with both path and lm_eval": (
+        lambda r, t, m: _task(r, 0, lm_eval="tiny_math_it"),
+        r"tasks\[0\]: give exactly one of 'path' \(a JSONL / CSV task file\) or 'lm_eval'"),
+    "lm_eval_include without lm_eval": (
+        lambda r, t, m: _task(r, 0, lm_eval_include=str(WORLD / "lm_eval")),
+        r"tasks\[0\]\.lm_eval_include: only valid with 'lm_eval'"),
+    "lm-eval data file that does not exist": (
+        lambda r, t, m: _lm_eval_task(r, 0, data_files={"test": str(t / "missing.jsonl")}),
+        r"tasks\[0\]\.data_files\.test: file not found: .*missing\.jsonl"),
+    "unknown lm-eval metric": (
+        lambda r, t, m: _lm_eval_task(r, 1, lm_eval_metric="acc"),
+        r"task 'qa_en': lm_eval_metric 'acc' is not one of "
+        r"\['exact_match,strict'\]"),
+    "unknown lm-eval backend": (
+        lambda r, t, m: r.setdefault("evaluation", {}).update(lm_eval_backend="vllm"),
+        r"evaluation\.lm_eval_backend: 'vllm' is not one of \['harness', 'generate'\]"),
+    "max_new_tokens below 1": (
+        lambda r, t, m: _task(r, 1, max_new_tokens=0),
+        r"tasks\[1\]\.max_new_tokens: must be >= 1"),
+    "resume with another generation budget": (
+        lambda r, t, m: _task(r, 1, max_new_tokens=12),
+        r"refusing to resume it\. changed: tasks\[1\]\.max_new_tokens"),
     "missing config key": (
         lambda r, t, m: r["study"].pop("name"),
         r"study\.name: required key is missing"),
