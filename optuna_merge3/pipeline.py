@@ -127,10 +127,13 @@ def load_reference_responses(path: str | Path) -> tuple[list[str], list[str], np
     return models, item_ids, responses
 
 
-def load_task(task_config: TaskConfig, lm_eval_backend: str = "harness") -> Any:
+def load_task(task_config: TaskConfig, lm_eval_backend: str = "harness",
+              tokenizer: Any = None) -> Any:
     """The task of one ``[[tasks]]`` entry: a JSONL / CSV file (``path``) or an lm-eval task
     (``lm_eval``, evaluated through ``lm_eval_backend``), with the entry's ``max_new_tokens`` /
-    ``stop`` overrides applied."""
+    ``stop`` / ``chat_template`` overrides applied. An lm-eval task renders its chat template at
+    load, so it needs the study's ``tokenizer`` then (without one it is rendered plain: same
+    items and ids, which is all :func:`check_inputs` looks at)."""
     from dataclasses import replace
 
     from optuna_merge3 import evaluation
@@ -142,6 +145,8 @@ def load_task(task_config: TaskConfig, lm_eval_backend: str = "harness") -> Any:
                      if v is not None}
         if overrides:
             task.generation = replace(task.generation, **overrides)
+        if task_config.chat_template is not None:
+            task.use_chat_template = task_config.chat_template
         return task
     from optuna_merge3.evaluation._lm_eval import load_lm_eval_task
 
@@ -150,7 +155,8 @@ def load_task(task_config: TaskConfig, lm_eval_backend: str = "harness") -> Any:
             task_config.lm_eval, include=task_config.lm_eval_include,
             data_files=task_config.data_files, metric=task_config.lm_eval_metric,
             max_new_tokens=task_config.max_new_tokens, stop=task_config.stop,
-            task_name=task_config.name, backend=lm_eval_backend)
+            task_name=task_config.name, backend=lm_eval_backend,
+            chat_template_tokenizer=tokenizer if task_config.chat_template else None)
     except ValueError as exc:
         raise ValueError(f"task {task_config.name!r}: {exc}") from exc
 
@@ -247,7 +253,7 @@ def prepare_fitness(
 
     setups = []
     for task_index, task_config in enumerate(config.tasks):
-        task = load_task(task_config, config.evaluation.lm_eval_backend)
+        task = load_task(task_config, config.evaluation.lm_eval_backend, tokenizer)
         _check_task(task_config, task)
         params = _fit_or_load_irt(config, task_config, task, cache_dir, say)
         rows = []

@@ -48,13 +48,15 @@ def generate(
     stop: tuple[str, ...] | list[str] = (),
     batch_size: int = 16,
     strip: bool = True,
+    add_special_tokens: bool = True,
 ) -> list[str]:
     """Greedy answers (prompt excluded; stripped unless ``strip=False``) for ``prompts``.
 
     Left padding so every row's last prompt token sits at the same position; decoding with the
     model's KV cache (``model.generate``); deterministic (no sampling). A stop string that is a
     special token of the tokenizer also ends decoding of its row; the text is cut at the first
-    stop string. A tokenizer without a pad token pads with its EOS token. On an out-of-memory
+    stop string. A tokenizer without a pad token pads with its EOS token. ``add_special_tokens``
+    is passed to the tokenizer (False for prompts that already start with BOS). On an out-of-memory
     error the batch size is halved and the batch retried (down to 1).
     """
     import torch
@@ -85,7 +87,8 @@ def generate(
         device = next(model.parameters()).device
         while start < len(prompts):
             chunk = prompts[start : start + size]
-            enc = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
+            enc = tokenizer(chunk, return_tensors="pt", padding=True,
+                            add_special_tokens=add_special_tokens).to(device)
             enc.pop("token_type_ids", None)
             try:
                 with torch.no_grad():

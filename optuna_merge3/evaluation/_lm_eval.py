@@ -150,6 +150,7 @@ def load_lm_eval_task(
     stop: list[str] | tuple[str, ...] | None = None,
     task_name: str | None = None,
     backend: str = DEFAULT_BACKEND,
+    chat_template_tokenizer: Any = None,
 ) -> Task:
     """Load lm-eval task ``name`` as a :class:`Task` whose items are its evaluation documents.
 
@@ -165,6 +166,9 @@ def load_lm_eval_task(
         task_name: our task's name (default ``name``).
         backend: how :func:`~optuna_merge3.evaluation.evaluate` runs it (``LM_EVAL_BACKENDS``;
             :func:`evaluate_lm_eval` takes its own ``backend`` argument).
+        chat_template_tokenizer: a tokenizer with a chat template: the prompts are rendered as
+            ``simple_evaluate(apply_chat_template=True)`` renders them (few-shot examples as
+            turns, lm-eval's default ``fewshot_as_multiturn``), for chat endpoints.
 
     Item ids are the documents' ``id`` field when every document has a distinct one, else the
     document index (lm-eval's ``doc_id``) as a string.
@@ -195,7 +199,8 @@ def load_lm_eval_task(
     with _quiet_progress():
         loaded = TaskManager(include_path=None, include_defaults=False).load([config])
     (lm_task,) = loaded["tasks"].values()
-    task = _task_from_lm_eval(lm_task, task_name or name, metric, config)
+    task = _task_from_lm_eval(lm_task, task_name or name, metric, config,
+                              _chat_renderer(chat_template_tokenizer))
     task.meta["lm_eval_backend"] = backend  # not fingerprinted: both give the same correctness
     return task
 
@@ -219,12 +224,30 @@ def _quiet_progress() -> Any:
             datasets.enable_progress_bars()
 
 
-def _task_from_lm_eval(lm_task: Any, name: str, metric: str | None, config: dict) -> Task:
+def _chat_renderer(tokenizer: Any) -> Any:
+    """lm-eval's own ``HFLM.apply_chat_template`` bound to ``tokenizer`` (no model needed)."""
+    if tokenizer is None:
+        return None
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("chat_template = true, but the tokenizer has no chat template")
+    from types import SimpleNamespace
+
+    from lm_eval.models.huggingface import HFLM
+
+    return functools.partial(HFLM.apply_chat_template,
+                             SimpleNamespace(tokenizer=tokenizer, chat_template_args={}))
+
+
+def _task_from_lm_eval(lm_task: Any, name: str, metric: str | None, config: dict,
+                       chat_template: Any = None) -> Task:
     if lm_task.get_config("num_fewshot") is None:
         lm_task.set_config(key="num_fewshot", value=0)  # as simple_evaluate does
     lm_task.set_fewshot_seed(seed=FEWSHOT_SEED)
     with _quiet_progress():
-        lm_task.build_all_requests(limit=None, rank=0, world_size=1, cache_requests=False)
+        lm_task.build_all_requests(limit=None, rank=0, world_size=1, cache_requests=False,
+                                   apply_chat_template=chat_template is not None,
+                                   fewshot_as_multiturn=chat_template is not None,
+                                   chat_template=chat_template)
     docs = list(lm_task.eval_docs)
     requests: list[list[Any]] = [[] for _ in docs]
     for instance in lm_task.instances:
@@ -259,6 +282,7 @@ def _task_from_lm_eval(lm_task: Any, name: str, metric: str | None, config: dict
         scorer="lm_eval",
         generation=GenerationConfig(max_new_tokens=int(gen.get("max_gen_toks", 256)),
                                     stop=tuple(gen.get("until", ()) or ())),
+        use_chat_template=chat_template is not None,
         meta={"lm_eval_config": digest, "lm_eval_task": lm_task.config.task,
               "lm_eval_source": LmEvalSource(lm_task, requests, filter_name, metric_name)},
     )
@@ -342,9 +366,12 @@ def _generate_responses(model: Any, tokenizer: Any, requests: list[Any], batch_s
             raise ValueError("backend 'generate' decodes greedily; the task samples "
                              "(do_sample: true): use backend 'harness'")
         stop = handle_stop_sequences(kwargs.get("until"), eos=eos)
-        texts = generate(model, tokenizer, [requests[k].args[0] for k in members],
-                         int(kwargs["max_gen_toks"]), stop=stop, batch_size=batch_size,
-                         strip=False)
+        contexts = [requests[k].args[0] for k in members]
+        # HFLM's rule: a context that already starts with BOS (a chat template's) gets no second
+        bos = getattr(tokenizer, "bos_token", None)
+        texts = generate(model, tokenizer, contexts, int(kwargs["max_gen_toks"]), stop=stop,
+                         batch_size=batch_size, strip=False,
+                         add_special_tokens=not (bos and contexts[0].startswith(bos)))
         for k, text in zip(members, texts, strict=True):
             out[k] = text
     return out  # type: ignore[return-value]

@@ -246,3 +246,44 @@ def test_multiple_choice_and_few_shot_tasks_match_a_full_simple_evaluate(
             np.testing.assert_array_equal(got.correct, expected, err_msg=f"{name} {backend}")
         assert 0 < expected.sum() < len(indices), name  # neither all right nor all wrong
     assert task.items[0].prompt.count("Q:") == 3  # two examples, then the question
+
+
+# A chat template in the tiny world's vocabulary: BOS, then the turns separated by spaces (the
+# world's tokenizer has none; a chat endpoint's tokenizer ships one).
+CHAT = "{{ bos_token }}{% for m in messages %}{{ m['content'] }} {% endfor %}"
+
+
+def test_chat_template_prompts_and_correctness_match_simple_evaluate(live, tmp_path) -> None:
+    """A chat endpoint: prompts rendered by the tokenizer's chat template (few-shot examples as
+    turns) exactly as simple_evaluate(apply_chat_template=True) renders them, same correctness
+    from both backends (the context starts with BOS: no second one is added)."""
+    import copy
+
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    merger, model, tokenizer = live
+    merger.apply({"weight/math_en": 0.3, "weight/lang_it": 0.0}, model)
+    chat_tokenizer = copy.deepcopy(tokenizer)
+    chat_tokenizer.chat_template = CHAT
+    folder = _mc_and_fewshot_tasks(tmp_path)
+    out = simple_evaluate(
+        HFLM(pretrained=model, tokenizer=chat_tokenizer, batch_size=16, device="cpu"),
+        tasks=["qa_2shot"], log_samples=True, bootstrap_iters=0, apply_chat_template=True,
+        task_manager=TaskManager(include_path=str(folder), include_defaults=False))
+    samples = {s["doc_id"]: s for s in out["samples"]["qa_2shot"]}
+    task = load_lm_eval_task("qa_2shot", include=folder, chat_template_tokenizer=chat_tokenizer)
+    plain = load_lm_eval_task("qa_2shot", include=folder)
+    indices = list(range(0, 120, 4))
+    assert task.use_chat_template and task.items[0].prompt.startswith("<bos>")
+    assert [task.items[i].prompt for i in indices] == [samples[i]["arguments"][0][0]
+                                                       for i in indices]
+    assert evaluation.task_fingerprint(task) != evaluation.task_fingerprint(plain)
+    expected = np.array([samples[i]["exact_match"] == 1.0 for i in indices])
+    for backend in ("harness", "generate"):
+        got = evaluate_lm_eval(model, chat_tokenizer, task, indices, batch_size=4, backend=backend)
+        np.testing.assert_array_equal(got.correct, expected, err_msg=backend)
+    assert 0 < expected.sum() < len(indices)
+    with pytest.raises(ValueError, match="the tokenizer has no chat template"):
+        load_lm_eval_task("qa_2shot", include=folder, chat_template_tokenizer=tokenizer)
