@@ -287,3 +287,39 @@ def test_chat_template_prompts_and_correctness_match_simple_evaluate(live, tmp_p
     assert 0 < expected.sum() < len(indices)
     with pytest.raises(ValueError, match="the tokenizer has no chat template"):
         load_lm_eval_task("qa_2shot", include=folder, chat_template_tokenizer=tokenizer)
+
+
+def test_study_config_keys_signature_and_overrides(tmp_path: Path) -> None:
+    """[[tasks]] lm_eval / lm_eval_include / data_files: resolved, hashed by content into the
+    resume signature (path-free); max_new_tokens / stop / chat_template reach native tasks."""
+    import json
+    import shutil
+
+    from optuna_merge3.config import StudyConfig, load_config
+    from optuna_merge3.pipeline import load_task
+
+    config = load_config(STUDIES / "tiny_world_lmeval.toml")
+    task_config = config.tasks[0]
+    assert task_config.path is None and task_config.lm_eval == "tiny_math_it"
+    assert task_config.data_files == {"test": WORLD / "tasks" / "math_it.jsonl"}
+    signature = config.signature()["tasks"][0]
+    assert set(signature["lm_eval_include_sha"]) == {p.name for p in INCLUDE.iterdir()}
+    assert set(signature["data_files_sha"]) == {"test"} and "items_sha" not in signature
+    assert str(STUDIES) not in json.dumps(config.signature())
+    edited = tmp_path / "lm_eval"
+    shutil.copytree(INCLUDE, edited)
+    yaml = edited / "tiny_math_it.yaml"
+    yaml.write_text(yaml.read_text().replace("è la risposta", "è la risposta ?"))
+    raw = json.loads(json.dumps(config.raw))
+    raw["tasks"][0]["lm_eval_include"] = str(edited)
+    changed = StudyConfig.from_dict(raw, STUDIES).signature()["tasks"][0]
+    assert changed["lm_eval_include_sha"] != signature["lm_eval_include_sha"]
+
+    raw = json.loads(json.dumps(config.raw))
+    raw["tasks"][1] = {"name": "qa_en", "path": "tiny_world/tasks/qa_en.jsonl",
+                       "reference": "tiny_world/reference/qa_en_responses.csv.gz",
+                       "max_new_tokens": 40, "stop": ["?"], "chat_template": True}
+    native = StudyConfig.from_dict(raw, STUDIES)
+    task = load_task(native.tasks[1])
+    assert task.generation == evaluation.GenerationConfig(40, ("?",)) and task.use_chat_template
+    assert native.signature()["tasks"][1]["max_new_tokens"] == 40
