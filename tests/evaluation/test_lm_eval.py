@@ -153,7 +153,8 @@ def test_missing_lm_eval_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> Non
 
 @pytest.mark.slow
 def test_lm_eval_study_runs_offline_through_the_cli(tmp_path: Path, monkeypatch) -> None:
-    """studies/tiny_world_lmeval.toml end to end with every network connection refused."""
+    """studies/tiny_world_lmeval.toml end to end with every network connection refused; its
+    trials see exactly the fitness of the native studies/tiny_world.toml study."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugin"))
     import optuna
     from plugin_helpers import dump_toml, run_cli
@@ -187,6 +188,16 @@ def test_lm_eval_study_runs_offline_through_the_cli(tmp_path: Path, monkeypatch)
                               storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(complete) == 3 and all("subset_accuracy/math_it" in t.user_attrs for t in complete)
+    # the native tiny_world.toml study (same seed, subsets, IRT fits) sees the same fitness
+    from plugin_helpers import tiny_raw
+
+    native = tmp_path / "native.toml"
+    native.write_text(dump_toml(tiny_raw(tmp_path / "native", n_trials=3)), encoding="utf-8")
+    code, _, err = run_cli("run", native)
+    assert code == 0, err
+    native_study = optuna.load_study(study_name="tiny",
+                                     storage=f"sqlite:///{tmp_path / 'native' / 'study.db'}")
+    assert [t.values for t in native_study.trials] == [t.values for t in study.trials]
 
 
 def _mc_and_fewshot_tasks(folder: Path) -> Path:
