@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from optuna_merge3 import evaluation
-from optuna_merge3.evaluation._lm_eval import evaluate_lm_eval
+from optuna_merge3.evaluation import evaluate_lm_eval
 from optuna_merge3.merging import InMemoryMerger, MergeSpace
 
 WORLD = Path(__file__).resolve().parents[1] / "studies" / "tiny_world"

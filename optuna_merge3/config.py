@@ -244,13 +244,13 @@ class TaskConfig:
     # lm-evaluation-harness tasks (docs/evaluation.md); the lm_eval_* keys need lm_eval
     lm_eval: str | None = setting(None, signature="if_set",
                                   doc="an lm-evaluation-harness task name (the lm-eval extra)")
-    lm_eval_include: Path | None = setting(None, path=True,
+    lm_eval_include: Path | None = setting(None, path=True, signature="if_set",
                                            doc="folder of extra lm-eval task YAMLs; their "
                                                "content enters the signature")
-    data_files: dict[str, Path] | None = setting(None, path=True,
+    data_files: dict[str, Path] | None = setting(None, path=True, signature="if_set",
                                                  doc="split = local file replacing the lm-eval "
                                                      "task's hub dataset (offline)")
-    lm_eval_metric: str | None = setting(None, pattern=r"[^,]+(,[^,]+)?", signature="if_set",
+    lm_eval_metric: str | None = setting(None, pattern=r"[\w.-]+(,[\w.-]+)?", signature="if_set",
                                          doc="'<metric>,<filter>'; default: the task's first")
     max_new_tokens: int | None = setting(None, min=1, signature="if_set",
                                          doc="overrides the task file's / YAML's / scorer's")

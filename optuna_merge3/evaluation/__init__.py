@@ -8,7 +8,8 @@ from ._conventions import CONVENTIONS, Convention
 from ._evaluate import EvalResult, evaluate, render_prompt
 from ._generate import generate
 from ._langid import detect_language, is_language, strip_for_langid
-from ._lm_eval import LM_EVAL_BACKENDS, evaluate_lm_eval, load_lm_eval_task
+from ._lm_eval import LM_EVAL_BACKENDS, load_lm_eval_task
+from ._lm_eval_run import evaluate_lm_eval
 from ._numbers import read_number, read_numbers
 from ._scoring import SCORERS, extract_choice, extract_number, score_answer
 from ._task import (

@@ -99,10 +99,10 @@ def evaluate(
     """Correctness of ``model`` on ``task`` (all items or ``indices``, in that order).
 
     An lm-eval task (``scorer == "lm_eval"``, :func:`load_lm_eval_task`) is scored by its own
-    filters and metric (:func:`~optuna_merge3.evaluation._lm_eval.evaluate_lm_eval`).
+    filters and metric (:func:`~optuna_merge3.evaluation.evaluate_lm_eval`).
     """
     if task.scorer == "lm_eval":
-        from ._lm_eval import evaluate_lm_eval
+        from ._lm_eval_run import evaluate_lm_eval
 
         return evaluate_lm_eval(model, tokenizer, task, indices, batch_size=batch_size)
     start = time.perf_counter()

@@ -19,8 +19,7 @@ pytest.importorskip("lm_eval", reason="lm-eval (the `lm-eval` extra)")
 torch = pytest.importorskip("torch")
 
 from optuna_merge3 import evaluation  # noqa: E402
-from optuna_merge3.evaluation import load_lm_eval_task  # noqa: E402
-from optuna_merge3.evaluation._lm_eval import evaluate_lm_eval  # noqa: E402
+from optuna_merge3.evaluation import evaluate_lm_eval, load_lm_eval_task  # noqa: E402
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
 WORLD = STUDIES / "tiny_world"

@@ -118,3 +118,17 @@ def test_task_from_dataset_names_the_bad_row() -> None:
         task_from_dataset(rows, name="mine")
     with pytest.raises(ValueError, match="unknown item fields"):
         task_from_dataset(rows, columns={"question": "prompt"})
+
+
+def test_generation_defaults_per_scorer(tmp_path: Path) -> None:
+    """A task file without max_new_tokens / stop gets its scorer's defaults, key by key."""
+    from optuna_merge3.evaluation import GENERATION_DEFAULTS, GenerationConfig
+
+    path = _write(tmp_path / "t.jsonl", [{"id": "a", "prompt": "Q: 1+1? A:", "answer": "2"}])
+    number = load_task(path, config={"scorer": "number"})
+    assert number.generation == GENERATION_DEFAULTS["number"]
+    assert number.generation.max_new_tokens == 256 and "Question:" in number.generation.stop
+    exact = load_task(path, config={"scorer": "exact", "stop": ["\n"]})
+    assert exact.generation == GenerationConfig(32, ("\n",))
+    own = load_task(path, config={"scorer": "number", "max_new_tokens": 8})
+    assert own.generation == GenerationConfig(8, GENERATION_DEFAULTS["number"].stop)
