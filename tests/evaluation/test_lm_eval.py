@@ -181,8 +181,8 @@ def test_lm_eval_study_runs_offline_through_the_cli(tmp_path: Path, monkeypatch)
     config.write_text(dump_toml(raw), encoding="utf-8")
     code, out, err = run_cli("run", config)
     assert code == 0, err
-    assert "[estimate] math_it: d=2, endpoints math_en=0.00, lang_it=0.14" in out
-    assert "[estimate] qa_en: d=2, endpoints math_en=0.54, lang_it=0.00" in out
+    assert "[estimate] math_it: d=2, endpoints math_en=0.0%, lang_it=14.0%" in out
+    assert "[estimate] qa_en: d=2, endpoints math_en=54.2%, lang_it=0.0%" in out
     study = optuna.load_study(study_name="tiny_world_lmeval",
                               storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
