@@ -333,3 +333,51 @@ def test_study_config_keys_signature_and_overrides(tmp_path: Path) -> None:
     task = load_task(native.tasks[1])
     assert task.generation == evaluation.GenerationConfig(40, ("?",)) and task.use_chat_template
     assert native.signature()["tasks"][1]["max_new_tokens"] == 40
+
+
+@pytest.mark.slow
+def test_a_built_in_task_on_local_files(live, tmp_path: Path) -> None:
+    """lm-eval's own gsm8k YAML (5-shot from `train`, two filters), its hub dataset replaced by
+    local files in GSM8K's format; lm-eval's built-in registry is built here (~15 s). The tiny
+    model answers no GSM8K question, so the correctness check is weak here; prompts, target,
+    stop sequences and metric names are the point."""
+    import json
+
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    rows = [{"question": f"anna has {a} apples and gets {b} more . how many ?",
+             "answer": f"she has {a} + {b} = {a + b} apples .\n#### {a + b}"}
+            for a, b in [(1, 2), (3, 4), (2, 2), (5, 1), (4, 4), (6, 3), (2, 7), (1, 1)]]
+    for split, part in (("train", rows[:5]), ("test", rows[5:])):
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    files = {s: tmp_path / f"{s}.jsonl" for s in ("train", "test")}
+    task = load_lm_eval_task("gsm8k", data_files=files, metric="exact_match,flexible-extract",
+                             max_new_tokens=8)
+    assert [i.id for i in task.items] == ["0", "1", "2"]  # no "id" field: lm-eval's doc_id
+    assert task.items[0].answer == rows[5]["answer"]
+    assert task.items[0].prompt.count("Question:") == 6  # 5 train examples, then the question
+    assert task.generation == evaluation.GenerationConfig(8, ("Question:", "</s>", "<|im_end|>"))
+    with pytest.raises(ValueError, match=r"'exact_match,strict-match', "
+                                         r"'exact_match,flexible-extract'\]"):
+        load_lm_eval_task("gsm8k", data_files=files, metric="acc")
+
+    merger, model, tokenizer = live
+    merger.apply({"weight/math_en": 1.0, "weight/lang_it": 0.0}, model)
+    (tmp_path / "yaml").mkdir()
+    (tmp_path / "yaml" / "local.yaml").write_text(
+        f"task: gsm8k_local\ninclude: {Path(__import__('lm_eval').__file__).parent}"
+        f"/tasks/gsm8k/gsm8k.yaml\ndataset_path: json\ndataset_name: null\n"
+        f"dataset_kwargs:\n  data_files:\n    train: {files['train']}\n    test: {files['test']}\n"
+        "generation_kwargs:\n  until: ['Question:', '</s>', '<|im_end|>']\n  do_sample: false\n"
+        "  max_gen_toks: 8\n")
+    out = simple_evaluate(HFLM(pretrained=model, tokenizer=tokenizer, batch_size=4, device="cpu"),
+                          tasks=["gsm8k_local"], log_samples=True, bootstrap_iters=0,
+                          task_manager=TaskManager(include_path=str(tmp_path / "yaml"),
+                                                   include_defaults=False))
+    samples = sorted((s for s in out["samples"]["gsm8k_local"] if s["filter"] ==
+                      "flexible-extract"), key=lambda s: s["doc_id"])
+    assert [i.prompt for i in task.items] == [s["arguments"][0][0] for s in samples]
+    got = evaluate_lm_eval(model, tokenizer, task, backend="harness")
+    assert got.correct.tolist() == [s["exact_match"] == 1.0 for s in samples]
