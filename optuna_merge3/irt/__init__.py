@@ -6,9 +6,16 @@ and the measurements behind the defaults.
 
 from __future__ import annotations
 
-from ._ability import fit_ability, fit_merge_weights, item_probabilities
+from ._ability import (
+    DEFAULT_LAMBDA_CONSTRAINT,
+    LAMBDA_CONSTRAINTS,
+    fit_ability,
+    fit_merge_weights,
+    item_probabilities,
+)
 from ._estimators import (
     ESTIMATORS,
+    MERGE_AWARE,
     Estimate,
     estimate_accuracy,
     gmpirt_estimate,
@@ -19,15 +26,19 @@ from ._estimators import (
     pirt_estimate,
 )
 from ._extract import EXTRACTORS, Subset, extract_subset
-from ._fit import fit_irt
+from ._fit import DEFAULT_N_DIMS, fit_irt
 from ._params import IRTParams, responses_fingerprint
 from ._select import n_dims_scores, select_n_dims
 
 __all__ = [
+    "DEFAULT_LAMBDA_CONSTRAINT",
+    "DEFAULT_N_DIMS",
     "ESTIMATORS",
     "EXTRACTORS",
     "Estimate",
     "IRTParams",
+    "LAMBDA_CONSTRAINTS",
+    "MERGE_AWARE",
     "Subset",
     "estimate_accuracy",
     "extract_subset",

@@ -17,7 +17,9 @@ _logger = logging.getLogger(__name__)
 #: cap reached (values from -3 to 7 seen with 10 items). A wide box keeps the value finite and
 #: reproducible without binding in ordinary cases.
 LAMBDA_BOUND = 10.0
-LAMBDA_CONSTRAINTS = (None, "simplex", "nonneg", "ridge")
+#: Variants of the lambda fit (the config's ``[irt] lambda_constraint`` choices); "none" is the
+#: paper's unconstrained fit (``None`` is accepted as an alias).
+LAMBDA_CONSTRAINTS = ("ridge", "simplex", "nonneg", "none")
 #: Default of :func:`fit_merge_weights` (chosen by measurement, see docs/irt.md).
 DEFAULT_LAMBDA_CONSTRAINT = "ridge"
 DEFAULT_RIDGE = 1.0
@@ -61,12 +63,28 @@ def _answers(params: IRTParams, y: np.ndarray, item_idx: np.ndarray | None) -> t
     return params.alpha[idx], params.beta[idx], np.where(mask, y, 0.0), mask
 
 
+def ability_prior(params: IRTParams, prior_std: float | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, precision) of the Gaussian prior on a new model's ability.
+
+    ``prior_std=None``: the fitted population's prior (:meth:`IRTParams.ability_prior`);
+    a number s: N(0, s^2 I), the prior the reference abilities were fitted under.
+    """
+    if prior_std is None:
+        mean, cov = params.ability_prior()
+        return mean, np.linalg.inv(cov)
+    if not prior_std > 0:
+        raise ValueError(f"prior_std must be > 0, got {prior_std}")
+    return np.zeros(params.n_dims), np.eye(params.n_dims) / prior_std**2
+
+
 def _fit_abilities(
-    alpha: np.ndarray, beta: np.ndarray, responses: np.ndarray, prior_std: float = 1.0,
-    max_iter: int = 500,
+    alpha: np.ndarray, beta: np.ndarray, responses: np.ndarray,
+    prior: tuple[np.ndarray, np.ndarray] | None = None, max_iter: int = 500,
 ) -> np.ndarray:
     """MAP abilities of several models at once (items fixed), vectorised; NaN = not observed.
 
+    ``prior``: (mean, precision) of the Gaussian prior on each ability (default N(0, I)).
     The log-posterior is separable over models, so one L-BFGS-B run on all of them is the same
     as one run per model, minus the Python overhead.
     """
@@ -74,16 +92,17 @@ def _fit_abilities(
     mask = ~np.isnan(resp)
     y = np.where(mask, resp, 0.0)
     m, d = resp.shape[0], alpha.shape[1]
-    inv_var = 1.0 / prior_std**2
+    mean, prec = prior if prior is not None else (np.zeros(d), np.eye(d))
 
     def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
         g = x.reshape(m, d)
         z = g @ alpha.T - beta
-        nll = np.sum(mask * (np.logaddexp(0.0, z) - y * z)) + 0.5 * inv_var * np.sum(g * g)
+        dev = (g - mean) @ prec
+        nll = np.sum(mask * (np.logaddexp(0.0, z) - y * z)) + 0.5 * np.sum(dev * (g - mean))
         r = mask * (expit(z) - y)
-        return float(nll), (r @ alpha + inv_var * g).ravel()
+        return float(nll), (r @ alpha + dev).ravel()
 
-    res = minimize(fun, np.zeros(m * d), jac=True, method="L-BFGS-B",
+    res = minimize(fun, np.tile(mean, m), jac=True, method="L-BFGS-B",
                    options={"maxiter": max_iter, "gtol": 1e-8, "ftol": 1e-12})
     return res.x.reshape(m, d)
 
@@ -92,36 +111,39 @@ def fit_ability(
     params: IRTParams,
     y: np.ndarray,
     item_idx: np.ndarray | None = None,
-    prior_std: float = 1.0,
+    prior_std: float | None = None,
 ) -> np.ndarray:
     """MAP ability gamma of one model from its observed answers (items fixed).
 
-    Maximises sum_i [y_i z_i - log(1 + e^{z_i})] - |gamma|^2 / (2 prior_std^2) with
-    z_i = alpha_i . gamma - beta_i. The Gaussian prior keeps all-correct / all-wrong answers
-    finite (tinyBenchmarks and Mergenetic use plain MLE and clip at +-30).
+    Maximises sum_i [y_i z_i - log(1 + e^{z_i})] - (gamma - mu)^T S^-1 (gamma - mu) / 2 with
+    z_i = alpha_i . gamma - beta_i. The Gaussian prior N(mu, S) keeps all-correct / all-wrong
+    answers finite (tinyBenchmarks and Mergenetic use plain MLE and clip at +-30). By default
+    it is the fitted population's ability distribution (:meth:`IRTParams.ability_prior`), so a
+    new model is shrunk toward the reference models as far as they actually spread, not toward
+    N(0, I): with more items than reference models the fitted abilities spread wider than the
+    fit's N(0, I) prior (docs/irt.md, "Small populations").
 
     Args:
         params: fitted item parameters.
         y: 0/1 answers (NaN = not observed), aligned with ``item_idx`` (all items if None).
         item_idx: item indices of ``y``.
-        prior_std: std of the N(0, prior_std^2 I) prior on gamma.
+        prior_std: None = the population prior; a number s = N(0, s^2 I).
 
     Returns:
-        gamma, shape (d,). With no observed answer it is the prior mean 0.
+        gamma, shape (d,). With no observed answer it is the prior mean.
     """
     alpha, beta, y0, mask = _answers(params, y, item_idx)
-    if prior_std <= 0:
-        raise ValueError(f"prior_std must be > 0, got {prior_std}")
+    prior = ability_prior(params, prior_std)
     resp = np.where(mask, y0, np.nan)[None, :]
-    return _fit_abilities(alpha, beta, resp, prior_std)[0]
+    return _fit_abilities(alpha, beta, resp, prior)[0]
 
 
 def ability_hessian(alpha: np.ndarray, beta: np.ndarray, gamma: np.ndarray,
-                    prior_std: float = 1.0) -> np.ndarray:
+                    prior_precision: np.ndarray) -> np.ndarray:
     """Hessian of the negative log-posterior of gamma (Laplace precision), (d, d)."""
     p = expit(alpha @ gamma - beta)
     w = p * (1.0 - p)
-    return (alpha * w[:, None]).T @ alpha + np.eye(alpha.shape[1]) / prior_std**2
+    return (alpha * w[:, None]).T @ alpha + prior_precision
 
 
 def merge_design(params: IRTParams, endpoint_abilities: np.ndarray,
@@ -154,17 +176,18 @@ def fit_merge_weights(
         endpoint_abilities: (n_endpoints, d) abilities gamma_j of the endpoints.
         y: 0/1 answers of the merged model (NaN = not observed), aligned with ``item_idx``.
         item_idx: item indices of ``y`` (all items if None).
-        constraint: None = unconstrained (as the paper; kept inside |lambda_j| <= 10 so that
-            separable answers stay finite); "nonneg" = lambda_j >= 0; "simplex" = lambda_j >= 0,
-            sum 1; "ridge" = penalised ML with ridge / 2 * |lambda - 1/n|^2 (a Gaussian prior
-            centred on the uniform merge). Default "ridge" with ridge = 1: in simulation it had
-            the lowest accuracy error of mp-IRT / gmp-IRT at n = 10-30 items both when the
-            true lambda lies in the simplex and when it does not (docs/irt.md has the table).
+        constraint: one of :data:`LAMBDA_CONSTRAINTS`. "none" (or None) = unconstrained (as
+            the paper; kept inside |lambda_j| <= 10 so that separable answers stay finite);
+            "nonneg" = lambda_j >= 0; "simplex" = lambda_j >= 0, sum 1; "ridge" = penalised ML
+            with ridge / 2 * |lambda - 1/n|^2 (a Gaussian prior centred on the uniform merge).
+            Default "ridge" with ridge = 1, chosen by measurement (docs/irt.md, "Which
+            variant estimates best"; benchmarks/lambda_constraint.py).
         ridge: strength of the "ridge" penalty.
 
     Returns:
         lambda, shape (n_endpoints,).
     """
+    constraint = "none" if constraint is None else constraint
     if constraint not in LAMBDA_CONSTRAINTS:
         raise ValueError(f"unknown constraint {constraint!r}; valid: {list(LAMBDA_CONSTRAINTS)}")
     alpha, beta, y0, mask = _answers(params, y, item_idx)

@@ -31,6 +31,7 @@ from ._ability import (
     DEFAULT_LAMBDA_CONSTRAINT,
     DEFAULT_RIDGE,
     ability_hessian,
+    ability_prior,
     fit_ability,
     fit_merge_weights,
     merge_design,
@@ -113,13 +114,17 @@ def _irt_part(params: IRTParams, obs: _Obs, gamma: np.ndarray, cov_map: Callable
     value = float((obs.y.sum() + p.sum()) / total)
     q = p * (1.0 - p)
     grad = params.alpha[rest].T @ q / total
-    var = float(q.sum() / total**2 + cov_map(grad))
+    # stderr_scale: the cross-fitted widening for small populations (fit_irt).
+    scale = float(params.meta.get("stderr_scale", 1.0))
+    var = float(q.sum() / total**2 + cov_map(grad)) * scale**2
     return float(np.clip(value, 0.0, 1.0)), float(np.sqrt(max(var, 0.0)))
 
 
-def _pirt(params: IRTParams, obs: _Obs, prior_std: float) -> tuple[float, float, np.ndarray]:
+def _pirt(params: IRTParams, obs: _Obs, prior_std: float | None
+          ) -> tuple[float, float, np.ndarray]:
     gamma = fit_ability(params, obs.y, obs.idx, prior_std=prior_std)
-    prec = ability_hessian(params.alpha[obs.idx], params.beta[obs.idx], gamma, prior_std)
+    prec = ability_hessian(params.alpha[obs.idx], params.beta[obs.idx], gamma,
+                           ability_prior(params, prior_std)[1])
     value, se = _irt_part(params, obs, gamma, lambda g: g @ np.linalg.solve(prec, g))
     return value, se, gamma
 
@@ -159,11 +164,12 @@ def naive_estimate(params: IRTParams | None, subset: Subset, y_subset: np.ndarra
 
 def pirt_estimate(params: IRTParams, subset: Subset, y_subset: np.ndarray,
                   endpoint_abilities: np.ndarray | None = None, *,
-                  ability_prior_std: float = 1.0) -> Estimate:
+                  ability_prior_std: float | None = None) -> Estimate:
     """p-IRT (tinyBenchmarks, Polo et al. 2024, eq. 3.2).
 
     Z = (n/N) mean_{D_bar} Y + (1 - n/N) mean_{D \\ D_bar} p_i(gamma_hat), with gamma_hat the
-    MAP ability fitted from scratch on the subset answers (:func:`fit_ability`).
+    MAP ability fitted from scratch on the subset answers (:func:`fit_ability`; prior:
+    ``ability_prior_std=None`` = the fitted population's, a number s = N(0, s^2 I)).
     """
     _require(params, endpoint_abilities, "pirt")
     obs = _observed(params, subset, y_subset)
@@ -173,7 +179,7 @@ def pirt_estimate(params: IRTParams, subset: Subset, y_subset: np.ndarray,
 
 def gpirt_estimate(params: IRTParams, subset: Subset, y_subset: np.ndarray,
                    endpoint_abilities: np.ndarray | None = None, *, b: float | None = None,
-                   ability_prior_std: float = 1.0) -> Estimate:
+                   ability_prior_std: float | None = None) -> Estimate:
     """gp-IRT (tinyBenchmarks): c * naive + (1 - c) * p-IRT with c = b^2 / (b^2 + v).
 
     b is the validation error of the IRT prediction at this subset size (``b`` or, by default,
@@ -239,7 +245,7 @@ def gmpirt_estimate(params: IRTParams, subset: Subset, y_subset: np.ndarray,
 
 
 def endpoint_gp_weights(params: IRTParams, subset: Subset, endpoint_responses: np.ndarray,
-                        grid: np.ndarray | None = None, ability_prior_std: float = 1.0
+                        grid: np.ndarray | None = None, ability_prior_std: float | None = None
                         ) -> np.ndarray:
     """Per-endpoint c_j of gmp-IRT* (MERGE^3 appendix C.2.3).
 

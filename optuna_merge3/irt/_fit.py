@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -11,8 +12,9 @@ from scipy.optimize import minimize
 from scipy.special import expit
 from threadpoolctl import threadpool_limits
 
-from ._ability import _fit_abilities
+from ._ability import _fit_abilities, ability_prior
 from ._params import IRTParams, responses_fingerprint
+from ._population import CROSSFIT_MAX_MODELS, crossfit_stderr_scale, population_ability_prior
 
 _logger = logging.getLogger(__name__)
 
@@ -111,6 +113,8 @@ def fit_irt(
     tol: float = 1e-9,
     random_state: int | np.random.Generator | None = 0,
     calibrate_gp: bool = True,
+    population_prior: bool = True,
+    calibrate_stderr: bool = True,
 ) -> tuple[IRTParams, np.ndarray]:
     """Fit a multidimensional 2PL P(Y_im = 1) = sigmoid(alpha_i . gamma_m - beta_i) by MAP.
 
@@ -137,6 +141,12 @@ def fit_irt(
             a seed).
         calibrate_gp: also measure the IRT prediction error b(n) for gp-IRT (stored in
             ``meta["gp_b"]``, see :func:`calibrate_gp_error`).
+        population_prior: store the fitted population's ability distribution as the prior of
+            a new model (``meta["ability_prior"]``, see :func:`population_ability_prior`);
+            False keeps N(0, ability_prior_std^2 I), the package's behaviour before it.
+        calibrate_stderr: with at most ``CROSSFIT_MAX_MODELS`` models, refit on folds of the
+            models and store ``meta["stderr_scale"]``, the factor the IRT estimators' stderr
+            needs to cover held-out models (:func:`crossfit_stderr_scale`).
 
     Returns:
         (params, abilities): the item parameters and the (n_models, d) MAP abilities.
@@ -186,16 +196,27 @@ def fit_irt(
         }
         ids = list(item_ids) if item_ids is not None else None
         params = IRTParams(alpha, beta, ids or [], meta)
+        if population_prior:
+            params.meta["ability_prior"] = population_ability_prior(
+                params, gamma, mask, 1.0 / ability_prior_std**2)
+        if calibrate_stderr and population_prior and n_models <= CROSSFIT_MAX_MODELS:
+            refit = functools.partial(
+                _refit, n_dims=d, alpha_prior_std=alpha_prior_std, beta_prior_std=beta_prior_std,
+                ability_prior_std=ability_prior_std, max_iter=max_iter, tol=tol, random_state=rng)
+            params.meta["stderr_scale"] = crossfit_stderr_scale(arr, refit, rng)
         if calibrate_gp:
-            params.meta["gp_b"] = calibrate_gp_error(params, arr, rng, ability_prior_std)
+            params.meta["gp_b"] = calibrate_gp_error(params, arr, rng)
     _logger.info("fitted 2PL d=%d on %dx%d in %.2fs (%d iterations)", d, n_models, n_items,
                  fit_seconds, res.nit)
     return params, gamma
 
 
+def _refit(responses: np.ndarray, **kw) -> IRTParams:
+    return fit_irt(responses, calibrate_gp=False, calibrate_stderr=False, **kw)[0]
+
+
 def calibrate_gp_error(
-    params: IRTParams, responses: np.ndarray, rng: np.random.Generator,
-    ability_prior_std: float = 1.0, n_models: int = 200,
+    params: IRTParams, responses: np.ndarray, rng: np.random.Generator, n_models: int = 200,
     sizes: Sequence[int] = GP_CALIBRATION_SIZES,
 ) -> dict[str, list[float]]:
     """Error b(n) of the p-IRT prediction of a model's accuracy from n random items.
@@ -222,7 +243,7 @@ def calibrate_gp_error(
         for r, m in enumerate(keep):
             items = rng.choice(np.flatnonzero(observed[m]), size=n, replace=False)
             sub[r, items] = arr[m, items]
-        gamma = _fit_abilities(params.alpha, params.beta, sub, ability_prior_std)
+        gamma = _fit_abilities(params.alpha, params.beta, sub, ability_prior(params))
         p = expit(gamma @ params.alpha.T - params.beta)
         seen, full = ~np.isnan(sub), observed[keep]
         unseen = full & ~seen

@@ -43,8 +43,10 @@ class IRTParams:
         beta: difficulties, float (n_items,).
         item_ids: one id per item (row of ``alpha``).
         meta: JSON-serialisable metadata: ``d``, ``priors``, ``fingerprint`` of the training
-            responses, ``fit_seconds``, and ``gp_b`` (the validation error of the IRT prediction
-            per subset size, used by gp-IRT; see :func:`~optuna_merge3.irt.fit_irt`).
+            responses, ``fit_seconds``, ``gp_b`` (the validation error of the IRT prediction
+            per subset size, used by gp-IRT) and ``ability_prior`` (mean and covariance of the
+            fitted population's abilities, the prior of a new model; see
+            :func:`~optuna_merge3.irt.fit_irt` and :meth:`ability_prior`).
     """
 
     alpha: np.ndarray
@@ -74,6 +76,19 @@ class IRTParams:
     def n_dims(self) -> int:
         """Dimension d of the ability space."""
         return int(self.alpha.shape[1])
+
+    def ability_prior(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, covariance) of the Gaussian prior on a NEW model's ability.
+
+        ``meta["ability_prior"]`` when the fit stored it (the reference population's ability
+        distribution); otherwise N(0, s^2 I) with s the fit's ``ability_std`` (1 if unknown),
+        the prior the reference abilities were fitted under.
+        """
+        stored = self.meta.get("ability_prior")
+        if stored:
+            return np.asarray(stored["mean"], dtype=float), np.asarray(stored["cov"], dtype=float)
+        std = float((self.meta.get("priors") or {}).get("ability_std", 1.0))
+        return np.zeros(self.n_dims), np.eye(self.n_dims) * std**2
 
     def subset(self, indices: np.ndarray | list[int]) -> IRTParams:
         """The parameters of the items ``indices`` (in that order); ``meta`` is copied."""

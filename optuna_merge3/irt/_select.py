@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
-from ._ability import _fit_abilities
+from ._ability import _fit_abilities, ability_prior
 from ._fit import check_responses, fit_irt
 from ._params import IRTParams
 
@@ -28,7 +28,7 @@ def _accuracy_error(params: IRTParams, val: np.ndarray, n_items: int, repeats: i
             obs = np.flatnonzero(observed[m])
             keep[m, rng.choice(obs, size=min(n_items, obs.size), replace=False)] = True
         sub = np.where(keep, val, np.nan)
-        gamma = _fit_abilities(params.alpha, params.beta, sub)
+        gamma = _fit_abilities(params.alpha, params.beta, sub, ability_prior(params))
         p = expit(gamma @ params.alpha.T - params.beta)
         unseen = observed & ~keep
         pirt = (np.nansum(sub, axis=1) + np.sum(p * unseen, axis=1)) / observed.sum(axis=1)
@@ -77,11 +77,13 @@ def n_dims_scores(
         raise ValueError("no held-out cell to score on")
     scores: dict[int, float] = {}
     for d in candidates:
-        params, _ = fit_irt(train, n_dims=int(d), random_state=rng, calibrate_gp=False, **fit_kw)
+        params, _ = fit_irt(train, n_dims=int(d), random_state=rng, calibrate_gp=False,
+                            calibrate_stderr=False, **fit_kw)
         if criterion == "accuracy":
             score = _accuracy_error(params, val, n_items, repeats, np.random.default_rng(0))
         else:
-            gamma = _fit_abilities(params.alpha, params.beta, np.where(fit_half, val, np.nan))
+            gamma = _fit_abilities(params.alpha, params.beta, np.where(fit_half, val, np.nan),
+                                   ability_prior(params))
             p = np.clip(expit(gamma @ params.alpha.T - params.beta), 1e-9, 1 - 1e-9)
             y = val[test_half]
             score = float(np.mean(-(y * np.log(p[test_half]) + (1 - y) * np.log(1 - p[test_half]))))

@@ -43,7 +43,9 @@ def test_all_correct_and_all_wrong_stay_finite(fitted, value):
 
 
 def test_no_observed_answer_gives_the_prior_mean(fitted):
-    assert np.allclose(fit_ability(fitted.params, np.full(150, np.nan)), 0.0)
+    mean, _ = fitted.params.ability_prior()
+    assert np.allclose(fit_ability(fitted.params, np.full(150, np.nan)), mean)
+    assert np.allclose(fit_ability(fitted.params, np.full(150, np.nan), prior_std=1.0), 0.0)
 
 
 def test_ability_input_errors(fitted):

@@ -124,7 +124,9 @@ def test_constant_items_are_handled(fitted):
     params.meta = dict(fitted.params.meta)
     sub = Subset(np.arange(5), np.full(5, 0.2), "random")
     est = estimate_accuracy("gpirt", params, sub, np.array([1.0, 1.0, 0.0, 1.0, 1.0]))
-    assert np.isfinite(est.value) and np.allclose(est.details["gamma"], 0.0)
+    # Answers on items that do not discriminate say nothing: gamma stays at the prior mean.
+    assert np.isfinite(est.value)
+    assert np.allclose(est.details["gamma"], params.ability_prior()[0])
 
 
 def test_registry_and_input_errors(fitted):
