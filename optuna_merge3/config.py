@@ -152,7 +152,7 @@ class MergeTable:
 
 
 def _lambda_constraints() -> tuple[Any, ...]:
-    from optuna_merge3.irt._ability import LAMBDA_CONSTRAINTS
+    from optuna_merge3.irt import LAMBDA_CONSTRAINTS
 
     return LAMBDA_CONSTRAINTS
 
@@ -165,9 +165,15 @@ def _extractors() -> tuple[str, ...]:
 
 
 def _default_n_dims() -> int:
-    from optuna_merge3.irt._fit import DEFAULT_N_DIMS
+    from optuna_merge3.irt import DEFAULT_N_DIMS
 
     return DEFAULT_N_DIMS
+
+
+def _default_lambda_constraint() -> str:
+    from optuna_merge3.irt import DEFAULT_LAMBDA_CONSTRAINT
+
+    return DEFAULT_LAMBDA_CONSTRAINT
 
 
 @dataclass(frozen=True)
@@ -177,8 +183,10 @@ class IRTTable:
     n_dims: int = setting(_default_n_dims(), min=1,
                           doc="latent dimensions d; below the number of reference models")
     extraction: str = setting("random", choices=_extractors, doc="how the subset is drawn")
-    lambda_constraint: str | None = setting(None, choices=_lambda_constraints,
-                                            doc="constraint on the merge weights lambda")
+    # "if_set": studies made while the key was never read (lambda was always "ridge") resume.
+    lambda_constraint: str = setting(_default_lambda_constraint(), choices=_lambda_constraints,
+                                     signature="if_set",
+                                     doc="lambda fit of mp-IRT / gmp-IRT (docs/irt.md)")
 
 
 def _dtypes() -> tuple[str, ...]:

@@ -159,9 +159,14 @@ class Merge3Objective:
         return values
 
     def _estimator_kwargs(self, task_setup: Any) -> dict[str, Any]:
+        from optuna_merge3.irt import MERGE_AWARE
+
+        kw: dict[str, Any] = {}
+        if task_setup.config.estimator in MERGE_AWARE:
+            kw["constraint"] = self.setup.lambda_constraint
         if task_setup.config.estimator == "gmpirt_star":
-            return {"endpoint_responses": task_setup.endpoint_correct.astype(float)}
-        return {}
+            kw["endpoint_responses"] = task_setup.endpoint_correct.astype(float)
+        return kw
 
     def _flops(self, n_items: int) -> float:
         """Rough forward FLOPs of the evaluation: 2 * parameters * tokens (prompt + answer)."""

@@ -10,7 +10,6 @@ ability, and draw the evaluation subset. The result, :class:`FitnessSetup`, is w
 from __future__ import annotations
 
 import csv
-import dataclasses
 import gzip
 import hashlib
 import json
@@ -25,6 +24,7 @@ import numpy as np
 
 from optuna_merge3._cachefile import read_or_none
 from optuna_merge3.config import ConfigError, StudyConfig, TaskConfig
+from optuna_merge3.irt import DEFAULT_LAMBDA_CONSTRAINT
 
 __all__ = [
     "FitnessSetup",
@@ -60,6 +60,7 @@ class FitnessSetup:
     endpoint_names: list[str]
     tasks: list[TaskSetup]
     seconds: float
+    lambda_constraint: str = DEFAULT_LAMBDA_CONSTRAINT  # [irt], for the merge-aware estimators
 
     def summary(self, details: bool = False) -> dict[str, Any]:
         """A JSON-able digest per task: subset item ids, IRT dimension and keys, endpoint
@@ -282,7 +283,8 @@ def prepare_fitness(
         say(f"[estimate] {task_config.name}: d={params.alpha.shape[1]}, endpoints {acc}, "
             f"subset of {len(subset.indices)} items")
         setups.append(TaskSetup(task_config, task, params, subset, endpoint_correct, abilities))
-    return FitnessSetup(endpoint_names, setups, time.perf_counter() - start)
+    return FitnessSetup(endpoint_names, setups, time.perf_counter() - start,
+                        config.irt.lambda_constraint)
 
 
 def _fit_or_load_irt(
@@ -297,8 +299,10 @@ def _fit_or_load_irt(
     position = {item_id: k for k, item_id in enumerate(item_ids)}
     order = [position[i] for i in task_ids]
     responses = responses[:, order]
+    # Only what the fit reads: lambda_constraint / extraction must not force a refit.
     digest = hashlib.sha256(responses.tobytes() + json.dumps(
-        [task_ids, dataclasses.asdict(config.irt), config.seed], sort_keys=True, default=str).encode()).hexdigest()[:16]
+        [task_ids, config.irt.n_dims, config.seed, "population_prior"]).encode()
+    ).hexdigest()[:16]
     path = cache_dir / f"irt_{task_config.name}_{digest}.npz"
     cached = read_or_none(path, irt.IRTParams.load, "IRT cache file")
     if cached is not None:
