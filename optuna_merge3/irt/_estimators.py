@@ -12,7 +12,9 @@ sum_{D \\ D_bar} p_i (1 - p_i) / N^2, and (b) the Laplace (inverse-Hessian) vari
 fitted gamma or lambda propagated by the delta method. Naive: the binomial variance of a mean of
 n draws without replacement, with a Laplace-smoothed accuracy so all-correct answers do not give
 zero. Mixtures c * naive + (1 - c) * IRT use c * se_naive + (1 - c) * se_IRT (the bound for
-perfectly correlated errors: conservative). It ignores the misfit of the IRT model itself; on
+perfectly correlated errors: conservative). The IRT part is multiplied by
+``params.meta["stderr_scale"]`` when the fit stored one (small populations, see
+:func:`~optuna_merge3.irt._population.crossfit_stderr_scale`). It ignores the misfit of the IRT model itself; on
 real leaderboard data the 95% intervals still held their level (the prior-driven Laplace variance
 covers the misfit), except mp-IRT with the unconstrained lambda, whose Laplace variance is too
 small. docs/irt.md has the coverage measured.
