@@ -76,9 +76,9 @@ def test_lambda_constraint_changes_the_fitted_lambda(monkeypatch: pytest.MonkeyP
     answers = world.sample(ref[:2].T @ np.array([1.4, 0.5]), rng)
     subset = extract_subset("random", 120, 40, random_state=0)
     items = [SimpleNamespace(id=f"i{k}") for k in range(120)]
-    task_setup = TaskSetup(TaskConfig("t", tmp_path / "t.jsonl", tmp_path / "r.csv", n_items=40,
-                                      estimator="mpirt"),
-                           SimpleNamespace(items=items), params, subset,
+    config = TaskConfig(name="t", path=tmp_path / "t.jsonl", reference=tmp_path / "r.csv",
+                        n_items=40, estimator="mpirt")
+    task_setup = TaskSetup(config, SimpleNamespace(items=items), params, subset,
                            np.zeros((2, 120), dtype=bool), ends)
     lam = {c: np.asarray(_lambda_of_one_trial(monkeypatch, {"lambda_constraint": c}, answers,
                                               task_setup)) for c in LAMBDA_CONSTRAINTS}
