@@ -6,10 +6,10 @@ a temporary directory: ``base`` (N(0, 0.02) weights, norms 1) and three endpoint
 + N(0, 0.002) task vectors, all in bf16 (``--dtype float32`` for fp32). Three paths per method:
 
 * (a) ours: ``InMemoryMerger.apply(params, model)`` writes the merge into a live transformers
-  model (inputs resident, per-tensor caches; ``--fused auto|on|off``, auto = fused at this
-  size). One warm-up trial (it compiles the fused kernels), then the median of ``--trials``
+  model (inputs resident on the device, nothing cached between trials; ``rng="mergekit"``).
+  One warm-up trial, then the median of ``--trials``
   trials with different coefficients.
-* (d), DARE / DELLA only: (a) with ``rng="counter"`` (hash masks from one compiled pass). Its
+* (d), DARE / DELLA only: (a) with ``rng="counter"`` (hash masks, the merger's default). Its
   bit-identity is checked against ``merge_state_dicts`` given the same masks through the hook
   ``InMemoryMerger.mergekit_bernoulli``.
 * (b) MergeKit 0.1.5's in-memory API: ``merge_state_dicts`` on the state dicts (loaded once) +
@@ -24,7 +24,7 @@ bytes written per second). All three paths use the same genotypes and DARE / DEL
 merged weights are hashed to check that they are bit-identical across paths.
 
 Usage: python benchmarks/merge_speed.py [--quick] [--threads 1] [--trials 3] [--mk-trials 1]
-       [--methods ...] [--paths abcd] [--fused auto]
+       [--methods ...] [--paths abcd]
 Prints a markdown table and, last, one JSON line.
 """
 
@@ -161,9 +161,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     if args.worker in OURS:
         from optuna_merge3.merging import InMemoryMerger
 
-        fused = {"auto": None, "on": True, "off": False}[args.fused]
-        merger = InMemoryMerger(base, endpoints, space, dtype=dtype, fused=fused,
-                                rng=OURS[args.worker])
+        merger = InMemoryMerger(base, endpoints, space, dtype=dtype, rng=OURS[args.worker])
         model = merger.load_model()
         setup = {"load_s": time.perf_counter() - started}
         trial = merger.apply  # apply(params, model, seed)
@@ -254,7 +252,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
             from optuna_merge3.merging import InMemoryMerger
 
-            hook = InMemoryMerger(base, endpoints, space, dtype=dtype, fused=False,
+            hook = InMemoryMerger(base, endpoints, space, dtype=dtype, stream=True,
                                   rng="counter").mergekit_bernoulli(genotype(space, 1), 1)
             with mock.patch("torch.bernoulli", hook):
                 merged = mk_merge(genotype(space, 1), 1, batch_options=BatchOptions(max_groups=1))
@@ -266,7 +264,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 def run_worker(args: argparse.Namespace, root: Path, path: str, method: str) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", path, "--method", method, "--root", str(root),
            "--dtype", args.dtype, "--threads", str(args.threads), "--trials", str(args.trials),
-           "--mk-trials", str(args.mk_trials), "--fused", args.fused]
+           "--mk-trials", str(args.mk_trials)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                TRANSFORMERS_VERBOSITY="error", TQDM_DISABLE="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -349,7 +347,7 @@ def report(args: argparse.Namespace, n_params: int, ckpt_bytes: int, bandwidth: 
           "merged weights of trial 1 (same genotype, same seed) are bit-identical; "
           "'yes unbatched': (b) differs only through merge_state_dicts' packing of same-shaped "
           "tensors (float32 rounding), and with BatchOptions(max_groups=1) equals (a). Rows (d): "
-          "ours with rng='counter' (hash masks from one compiled pass); its a = b compares "
+          "ours with rng='counter' (hash masks); its a = b compares "
           "with MergeKit's merge_state_dicts given the same masks through "
           "InMemoryMerger.mergekit_bernoulli (unbatched); (b), (c) times are MergeKit's usual "
           "MT19937 draws.\n")
@@ -393,8 +391,6 @@ def main() -> None:
     parser.add_argument("--intermediate", type=int, default=2816)
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--heads", type=int, default=16)
-    parser.add_argument("--fused", choices=("auto", "on", "off"), default="auto",
-                        help="InMemoryMerger(fused=None/True/False) for our paths")
     parser.add_argument("--paths", default="abcd", help="paths to run (d: DARE / DELLA only)")
     parser.add_argument("--worker", choices=("a", "b", "c", "d"), help=argparse.SUPPRESS)
     parser.add_argument("--method", choices=METHODS, help=argparse.SUPPRESS)

@@ -72,6 +72,7 @@ def setting(
     signature: bool | str = True,
     path: bool = False,
     doc: str = "",
+    unset: Any = dataclasses.MISSING,
 ) -> Any:
     """Declare one config key as a dataclass field.
 
@@ -86,9 +87,11 @@ def setting(
             when it differs from the default, so that studies made before the key resume).
         path: a file path, resolved against the config's folder and required to exist.
         doc: one line for the generated reference (:func:`declared_keys`).
+        unset: for ``signature="if_set"``, the value that stays out of the signature when it is
+            not the default (a default changed after studies were made with the old one).
     """
     meta = dict(choices=choices, min=min, max=max, gt=gt, pattern=pattern, signature=signature,
-                path=path, doc=doc)
+                path=path, doc=doc, unset=default if unset is dataclasses.MISSING else unset)
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -221,10 +224,10 @@ class EvaluationTable:
     # One thread is the default because on a busy 2-core machine OpenMP spin-waits made a
     # tiny-world trial 10-50x slower with two (measured 0.1 s vs 1-6 s).
     threads: int = setting(1, min=0, signature=False, doc="torch CPU threads; 0 = torch default")
-    rng: str = setting("mergekit", choices=("mergekit", "counter"), signature="if_set",
-                       doc="DARE / DELLA masks: MergeKit's draws or counter hashes")
-    fused: str | bool = setting("auto", choices=("auto", True, False), signature=False,
-                                doc="fused (torch.compile) merge loops")
+    # The default was "mergekit" when studies began: those stay without rng in the signature.
+    rng: str = setting("counter", choices=("counter", "mergekit"), signature="if_set",
+                       unset="mergekit",
+                       doc="DARE / DELLA masks: counter hashes or MergeKit's CPU draws")
     # both give the same per-item correctness (tests/evaluation/test_lm_eval.py)
     lm_eval_backend: str = setting("harness", choices=_lm_eval_backends, signature=False,
                                    doc="lm-eval tasks: lm-eval's HFLM or our generate (OOM "
@@ -311,6 +314,8 @@ def config_reference() -> str:
             if meta["path"]:
                 allowed.append("an existing file")
             sig = {True: "yes", False: "no", "if_set": "if set"}[meta["signature"]]
+            if meta["signature"] == "if_set" and meta["unset"] != f.default:
+                sig = f"unless {_toml(meta['unset'])}"
             kind = "path" if meta["path"] else _type_name(hints[f.name])
             lines.append(f"| `{f.name}` | {kind} | `{default}` | {'; '.join(allowed) or '-'} "
                          f"| {sig} | {meta['doc']} |")
@@ -607,7 +612,7 @@ def _signature_of(table: Any, files: bool = False) -> dict[str, Any]:
     out = {}
     for f in dataclasses.fields(table):
         value, mode = getattr(table, f.name), f.metadata["signature"]
-        if not mode or (mode == "if_set" and value == f.default):
+        if not mode or (mode == "if_set" and value == f.metadata["unset"]):
             continue
         if f.metadata["path"]:
             if files and value is not None:

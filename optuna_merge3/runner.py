@@ -101,13 +101,8 @@ class StudyRunner:
                 self.space,
                 device=evaluation.device,
                 dtype=getattr(torch, evaluation.dtype),
-                fused=None if evaluation.fused == "auto" else evaluation.fused,
                 rng=evaluation.rng,
             )
-            if self._merger.fused:  # so that no trial's time includes the one-off compile
-                seconds = self._merger.warm_up()
-                self.progress(f"[load] merger warmed up in {seconds:.1f} s (fused kernels "
-                              "compiled, per-tensor caches filled)")
             self._model = self._merger.load_model(quantization=evaluation.quantization)
             self._model.eval()
             self._tokenizer = self._merger.load_tokenizer()

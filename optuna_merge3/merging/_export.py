@@ -2,8 +2,10 @@
 
 ``mergekit.yaml`` uses absolute input paths (a LoRA endpoint becomes MergeKit's
 ``base+adapter`` reference) so ``mergekit-yaml mergekit.yaml out/`` reproduces the tensors: exactly
-for the deterministic methods; for DARE / DELLA the masks match when MergeKit draws from the same
-seed in the same order (``--random-seed``; see ``docs/merging.md``).
+for the deterministic methods; for DARE / DELLA with ``rng="mergekit"`` the masks match when
+MergeKit draws from the same seed (``--random-seed``); with ``rng="counter"`` (the default) the
+header says so and :meth:`InMemoryMerger.mergekit_bernoulli` hands the masks to MergeKit (see
+``docs/merging.md``).
 """
 
 from __future__ import annotations
@@ -103,7 +105,8 @@ def export_merge(merger: Any, params: Mapping[str, float], out_dir: str | Path,
     except (OSError, ValueError) as exc:  # a checkpoint without tokenizer files
         _logger.warning("no tokenizer saved with the merge: %s", exc)
     text = mergekit_yaml(merger, params)
-    header = f"# optuna-merge3 export; seed={seed}; genotype={dict(params)}\n"
+    rng = getattr(merger, "rng", "mergekit") if merger.space.spec.stochastic else "none"
+    header = f"# optuna-merge3 export; seed={seed}; rng={rng}; genotype={dict(params)}\n"
     (out / "mergekit.yaml").write_text(header + text, encoding="utf-8")
     _logger.info("exported merge to %s", out)
     return out

@@ -1,9 +1,8 @@
 """Interpolation methods (linear, slerp, nuslerp, model_stock), numerically as MergeKit 0.1.5.
 
 Each function mirrors the per-tensor kernel in `mergekit/merge_methods/` (``linear.py``,
-``slerp.py``, ``nuslerp.py``, ``model_stock.py``) operation by operation; statistics that do not
-depend on the searched coefficients (slerp norms and angle, nuslerp angles, the whole model_stock
-result) are kept in the caller's per-tensor ``cache``.
+``slerp.py``, ``nuslerp.py``, ``model_stock.py``) operation by operation;
+nothing is kept between calls.
 """
 
 from __future__ import annotations
@@ -11,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-
-from optuna_merge3.merging import _fused
 
 __all__ = ["linear", "model_stock", "nuslerp", "slerp"]
 
@@ -77,19 +74,16 @@ def slerp(
     t: float,
     v0: torch.Tensor,
     v1: torch.Tensor,
-    cache: dict | None = None,
     dot_threshold: float = 0.9995,
     eps: float = 1e-8,
     out: torch.Tensor | None = None,
-    fused: bool = False,
 ) -> torch.Tensor:
     """Spherical interpolation of the whole (flattened) tensor from ``v0`` (base) to ``v1``.
 
     MergeKit's ``slerp``: angle from the normalised dot product; linear interpolation when
     ``|cos theta| > 0.9995`` (near-colinear or antipodal); fp32 math, result in the input dtype
     (written into ``out`` when given: contiguous, ``v0``'s shape and dtype). The per-chunk
-    ``coef_a * x + coef_b * y`` runs in reused fp32 buffers (same operations, no allocation), or
-    with ``fused`` as one compiled loop (``_fused.lerp_reference``, the same bits).
+    ``coef_a * x + coef_b * y`` runs in two reused fp32 buffers (the same operations).
     """
     if not v0.is_floating_point():
         raise TypeError("SLERP requires floating-point tensors")
@@ -99,22 +93,10 @@ def slerp(
     tt = torch.tensor([t], dtype=dtype, device=v0.device).reshape(-1, 1)
     if not a.shape[1]:
         return ((1 - tt) * a + tt * b).reshape(v0.shape).to(v0.dtype)
-    key = ("slerp", dot_threshold, eps)
-    stats = cache.get(key) if cache is not None else None
-    if stats is None:
-        stats = _slerp_stats(a, b, dtype, eps, dot_threshold)
-        if cache is not None:
-            cache[key] = stats
-    lin, theta, sin_theta = stats
+    lin, theta, sin_theta = _slerp_stats(a, b, dtype, eps, dot_threshold)
     coef_a = torch.where(lin, 1 - tt, torch.sin((1 - tt) * theta) / sin_theta)
     coef_b = torch.where(lin, tt, torch.sin(tt * theta) / sin_theta)
     result = torch.empty_like(a) if out is None else out.view(1, -1)
-    if fused and dtype == torch.float32 and _fused.fusion_available(v0.device):
-        args = [a.reshape(-1), b.reshape(-1), result.view(-1), coef_a.reshape(()),
-                coef_b.reshape(())]
-        _fused.run_flat(_fused.lerp_reference, ("lerp", v0.dtype, v0.device.type), args, (2,),
-                        None, _SLERP_CHUNK_ELEMENTS)
-        return result.reshape(v0.shape) if out is None else out
     chunk = _SLERP_CHUNK_ELEMENTS
     width = min(chunk, a.shape[1])
     x_buf = torch.empty((1, width), dtype=dtype, device=v0.device)
@@ -155,7 +137,6 @@ def nuslerp(
     base: torch.Tensor | None,
     row_wise: bool,
     flatten: bool,
-    cache: dict | None = None,
     eps: float = 1e-8,
 ) -> torch.Tensor:
     """MergeKit's ``nuslerp``: slerp of two models (or of their task vectors when a base is
@@ -166,17 +147,8 @@ def nuslerp(
     total = sum(weights)
     t = 0.5 if abs(total) < 1e-6 else weights[1] / total
     dim = 0 if row_wise else -1
-    key = ("nuslerp", row_wise, flatten)
-    prep = cache.get(key) if cache is not None else None
-    if prep is None:
-        if base is not None:
-            v0, v1 = tensors[0] - base, tensors[1] - base
-        else:
-            v0, v1 = tensors[0], tensors[1]
-        prep = _nuslerp_prepare(v0, v1, dim, flatten, eps)
-        if cache is not None:
-            cache[key] = prep
-    v0, v1, colinear, theta, sin_theta = prep
+    v0, v1 = (tensors[0] - base, tensors[1] - base) if base is not None else tensors
+    v0, v1, colinear, theta, sin_theta = _nuslerp_prepare(v0, v1, dim, flatten, eps)
     out_shape = tensors[0].shape
     result = (torch.sin((1 - t) * theta) * v0 + torch.sin(t * theta) * v1) / sin_theta
     result = torch.where(colinear, (1 - t) * v0 + t * v1, result)
@@ -187,16 +159,12 @@ def nuslerp(
 
 
 def model_stock(
-    base: torch.Tensor, tensors: Sequence[torch.Tensor], filter_wise: bool, cache: dict | None
+    base: torch.Tensor, tensors: Sequence[torch.Tensor], filter_wise: bool
 ) -> torch.Tensor:
     """Model Stock (Jang et al. 2024, eq. 7): ``t = N cos / (1 + (N - 1) cos)`` with the mean
     pairwise cosine of the task vectors, ``t * mean(theta_j) + (1 - t) * base``; per row when
-    ``filter_wise``. No searched coefficient, so the result itself is cached. MergeKit keeps the
-    base where ``1 + (N - 1) cos`` vanishes.
+    ``filter_wise``. MergeKit keeps the base where ``1 + (N - 1) cos`` vanishes.
     """
-    key = ("model_stock", filter_wise)
-    if cache is not None and key in cache:
-        return cache[key].clone()  # the caller may write into the result
     w_0, ws = base, list(tensors)
     out_shape = w_0.shape
     if filter_wise:
@@ -221,7 +189,4 @@ def model_stock(
     safe = torch.where(singular, torch.ones_like(denominator), denominator)
     t = torch.where(singular, torch.zeros_like(cos_theta), (count * cos_theta) / safe)
     average = sum(ws) / count
-    result = (t * average + (1 - t) * w_0).reshape(out_shape)
-    if cache is not None:
-        cache[key] = result.clone()
-    return result
+    return (t * average + (1 - t) * w_0).reshape(out_shape)

@@ -1,21 +1,23 @@
 """``InMemoryMerger``: genotype -> merged weights written into a live model, no file per trial.
 
-Base and endpoints are opened once through their safetensors memory maps. By default every
-input tensor is read once into ``device`` memory in ``dtype`` and a per-tensor ``cache`` dict is
-kept across trials, so the merge math (``merge_tensor``) computes task vectors and magnitude
-orders once and a trial does no sort (``stream=False``). With ``stream=True`` each input tensor
-is read from the mmap when needed and nothing is cached: peak memory stays near one model plus
-one tensor per input (measured in ``docs/merging.md``), at the cost of re-reading and recomputing
-per trial. Randomised methods (DARE, DELLA) draw from one ``torch.Generator`` seeded with the
-trial's ``seed`` and visit tensors in sorted name order and endpoints in config order, as
-MergeKit's ``merge_state_dicts`` does after ``torch.manual_seed(seed)`` on a checkpoint loaded
-from safetensors: the same genotype and seed give the same model.
+Base and endpoints are opened once through their safetensors memory maps. Per trial the merge
+walks the checkpoint tensor by tensor (sorted names): the inputs of one tensor are delivered on
+the merge device (``_stream``: from the mmap, or from inputs kept in memory), merged
+(``merge_tensor``), written into the live model (in place for a full-precision parameter,
+re-quantised for a bitsandbytes nf4 weight) and freed. Nothing is cached between trials, so the
+memory beyond the live model is a few tensors whatever the depth. ``stream=False`` keeps the
+inputs in memory (``inputs="device"``: on the merge device; ``"cpu"``: in host memory, copied per
+tensor); ``stream=True`` re-reads them from the mmap (the page cache) each trial.
+
+DARE / DELLA masks come from one CPU ``torch.Generator`` seeded with the trial's ``seed``: hashed
+from its seed per tensor and endpoint (``rng="counter"``, default), or drawn in MergeKit's order
+(``rng="mergekit"``: tensors in sorted name order, endpoints in config order, as MergeKit's
+``run_merge`` after ``torch.manual_seed(seed)``). The same genotype and seed give the same model.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -24,10 +26,11 @@ from typing import Any
 import torch
 
 from optuna_merge3.merging._gradient import LAYER_RE
-from optuna_merge3.merging._m_gta import RNGS
+from optuna_merge3.merging._masks import RNGS, counter_bernoulli, mask_key
 from optuna_merge3.merging._quant import load_causal_lm, model_targets, write_tensor
 from optuna_merge3.merging._sources import DenseSource, open_source
 from optuna_merge3.merging._space import MergeSpace
+from optuna_merge3.merging._stream import device_tensors
 
 __all__ = ["InMemoryMerger"]
 
@@ -47,20 +50,16 @@ class InMemoryMerger:
         device: where inputs, the merge math and the live model live.
         dtype: floating dtype of the inputs, the math and the live model.
         stream: read inputs from the mmap per trial instead of keeping them in memory.
-        fused: run the task-vector methods' element-wise merge as one compiled loop per tensor
-            (``torch.compile``; the same bits as the eager path, which is used where compiling
-            fails). None (default): fused on CPU for models of at least ``FUSE_MIN_ELEMENTS``
-            weights, where the one-off compile (~5-30 s per kernel variant) pays for itself; on
-            CUDA only when asked (``True``: triton kernels, untested here for lack of a GPU).
-        rng: DARE / DELLA masks: ``"mergekit"`` (default; MergeKit's draws, so a trial's YAML run
-            through MergeKit with the same seed gives the same tensors) or ``"counter"``
-            (hash-based, one compiled pass on all cores, order-free: faster than MergeKit's
-            sequential draws only with several cores; reproduce it in MergeKit through
-            :func:`optuna_merge3.merging.counter_bernoulli`).
+        rng: DARE / DELLA masks: ``"counter"`` (default; hashed per tensor and endpoint, the same
+            on every device and thread count; reproduce a trial in MergeKit through
+            :meth:`mergekit_bernoulli`) or ``"mergekit"`` (MergeKit's CPU draws, so a trial's
+            YAML run through MergeKit with the same seed gives the same tensors).
+        inputs: where kept inputs live (``stream=False``): ``"device"`` (default) or ``"cpu"``
+            (host memory, copied to the device tensor by tensor).
+        exact: TIES / breadcrumbs masks with MergeKit's own choice among magnitudes tied at
+            the threshold (a full sort where ties split); None (default): on CPU only. On an
+            accelerator ties are kept in index order (see ``docs/merging.md``).
     """
-
-    #: Model size (weights) from which ``fused=None`` turns fusion on.
-    FUSE_MIN_ELEMENTS = 1 << 25
 
     def __init__(
         self,
@@ -71,8 +70,9 @@ class InMemoryMerger:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         stream: bool = False,
-        fused: bool | None = None,
-        rng: str = "mergekit",
+        rng: str = "counter",
+        inputs: str = "device",
+        exact: bool | None = None,
     ) -> None:
         from optuna_merge3.merging._methods import merge_tensor
 
@@ -96,17 +96,15 @@ class InMemoryMerger:
         self.n_layers = self._count_layers()
         if rng not in RNGS:
             raise ValueError(f"rng must be one of {RNGS}, got {rng!r}")
-        self.rng = rng
-        if fused is None:  # CPU only: the CUDA kernels were never run (no GPU was available)
-            size = sum(math.prod(self._reference.shape(n)) for n in self.float_names)
-            fused = self.device.type == "cpu" and size >= self.FUSE_MIN_ELEMENTS
-        self.fused = bool(fused)
+        if inputs not in ("device", "cpu"):
+            raise ValueError(f"inputs must be 'device' or 'cpu', got {inputs!r}")
+        self.rng, self.inputs, self.exact = rng, inputs, exact
         self._resident: dict[str, dict[str, torch.Tensor]] = {}
-        self._caches: dict[str, dict] = {n: {} for n in self.float_names}
         if not stream:
             started = time.perf_counter()
+            home = self.device if inputs == "device" else torch.device("cpu")
             for name in self.tensor_names:
-                self._resident[name] = self._read_inputs(name)
+                self._resident[name] = self._read_inputs(name, home)
             _logger.info("read %d tensors of %d inputs in %.2f s", len(self.tensor_names),
                          1 + len(self._sources), time.perf_counter() - started)
 
@@ -152,21 +150,32 @@ class InMemoryMerger:
         found = [int(m.group(1)) for n in self.tensor_names if (m := LAYER_RE.search(n))]
         return max(found) + 1 if found else 1
 
-    def _read_inputs(self, name: str) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
+    def _read_inputs(self, name: str, device: torch.device) -> dict[str, torch.Tensor]:
+        """One tensor of every input on ``device`` (LoRA endpoints: base + delta there)."""
+        raw: dict[str, torch.Tensor] = {}
         if self._base is not None:
-            out["base"] = self._base.get(name, self.device, self.dtype)
+            raw["base"] = self._base.get(name, device, self.dtype)
         for label, source in self._sources.items():
             if source.kind == "lora":
-                out[label] = source.get(name, self.device, self.dtype, base_tensor=out["base"])
+                raw[label] = source.get(name, device, self.dtype, base_tensor=raw["base"])
             else:
-                out[label] = source.get(name, self.device, self.dtype)
-        return out
+                raw[label] = source.get(name, device, self.dtype)
+        return raw
 
-    def _inputs(self, name: str) -> dict[str, torch.Tensor]:
-        if self.stream:
-            return self._read_inputs(name)
-        return self._resident[name]
+    def _host_tensors(self, name: str) -> dict[str, torch.Tensor]:
+        """One tensor of every input on the CPU, in its stored dtype where read from the mmap."""
+        if name in self._resident:
+            return self._resident[name]
+        if any(s.kind == "lora" for s in self._sources.values()):
+            return self._read_inputs(name, torch.device("cpu"))
+        raw = {"base": self._base.raw(name)} if self._base is not None else {}
+        return raw | {label: source.raw(name) for label, source in self._sources.items()}
+
+    def _each_input(self, names: list[str]) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
+        """(name, inputs on the merge device) tensor by tensor (``_stream``)."""
+        if not self.stream and self.inputs == "device":
+            return ((n, self._resident[n]) for n in names)
+        return device_tensors(names, self._host_tensors, self.device, self.dtype)
 
     # -- merging --------------------------------------------------------------------------------
     def _merged(
@@ -177,29 +186,21 @@ class InMemoryMerger:
     ) -> Iterator[tuple[str, torch.Tensor]]:
         """(name, merged tensor) in sorted name order; params already validated. A tensor in
         ``outs`` (a live full-precision parameter) receives its merge in place and is yielded."""
-        generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        generator = torch.Generator().manual_seed(int(seed))  # CPU: see the module docstring
         space = self.space
-        for name in self.tensor_names:
-            inputs = self._inputs(name)
-            if name not in self._caches:  # integer buffers: copied from the reference input
+        float_names = set(self.float_names)
+        for name, inputs in self._each_input(self.tensor_names):
+            if name not in float_names:  # integer buffers: copied from the reference input
                 yield name, inputs["base" if "base" in inputs else space.endpoints[0]]
                 continue
             base = inputs[space.math_base] if space.math_base is not None else None
             tensors = [inputs[e] for e in space.math_endpoints]
             per_endpoint, options = space.resolve(params, name, self.n_layers)
             yield name, self._merge_tensor(
-                space.method,
-                base,
-                tensors,
-                per_endpoint,
-                options,
-                generator=generator,
-                cache=None if self.stream else self._caches[name],
-                tensor_name=name,
-                out=outs.get(name) if outs else None,
-                fused=self.fused,
-                rng=self.rng,
-            )
+                space.method, base, tensors, per_endpoint, options, generator=generator,
+                tensor_name=name, out=outs.get(name) if outs else None, rng=self.rng,
+                exact=self.exact)
+            del inputs, base, tensors
 
     def _direct_outputs(self, targets: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Live parameters the merge can write into directly: full precision, contiguous, of
@@ -237,8 +238,6 @@ class InMemoryMerger:
         merge of the same genotype that draws tensor by tensor (``run_merge``, or
         ``merge_state_dicts`` with ``BatchOptions(max_groups=1)``): MergeKit visits tensors in
         sorted name order and endpoints in config order, skipping densities >= 1."""
-        from optuna_merge3.merging._fused import counter_bernoulli, mask_key
-
         params = self.space.validate(params)
         della = self.space.method.startswith("della")
         draws = []
@@ -259,14 +258,8 @@ class InMemoryMerger:
         return bernoulli
 
     def warm_up(self, seed: int = 0) -> float:
-        """Fill the per-tensor caches now (task vectors, magnitude ranks ...) so that the first
-        trial costs what later ones do; returns the seconds spent. No-op when streaming."""
-        if self.stream:
-            return 0.0
-        started = time.perf_counter()
-        for _ in self._merged(self.space.uniform_params(), seed):
-            pass
-        return time.perf_counter() - started
+        """Kept for callers of older versions: nothing is cached or compiled any more (0.0)."""
+        return 0.0
 
     def _targets(self, model: Any) -> dict[str, Any]:
         targets = model_targets(model)
@@ -314,13 +307,13 @@ class InMemoryMerger:
         """Write endpoint ``name``'s own weights (dense, or base + LoRA delta) into ``model``."""
         if name not in self._sources:
             raise ValueError(f"unknown endpoint {name!r}; valid: {list(self._sources)}")
-        return self._write(model, ((n, self._inputs(n)[name]) for n in self.tensor_names))
+        return self._write(model, ((n, t[name]) for n, t in self._each_input(self.tensor_names)))
 
     def write_base(self, model: Any) -> dict[str, float]:
         """Write the base model's weights into ``model`` (e.g. to evaluate the base)."""
         if self._base is None:
             raise ValueError("this merger has no base model")
-        return self._write(model, ((n, self._inputs(n)["base"]) for n in self.tensor_names))
+        return self._write(model, ((n, t["base"]) for n, t in self._each_input(self.tensor_names)))
 
     def endpoint_params(self, name: str) -> dict[str, float] | None:
         """The space's genotype for endpoint ``name`` (see :meth:`MergeSpace.endpoint_params`)."""
@@ -350,5 +343,4 @@ class InMemoryMerger:
 
     def __repr__(self) -> str:
         return (f"InMemoryMerger({self.space.method}, endpoints={list(self._sources)}, "
-                f"device={self.device}, dtype={self.dtype}, stream={self.stream}, fused={self.fused}, "
-                f"rng={self.rng!r})")
+                f"device={self.device}, dtype={self.dtype}, stream={self.stream}, rng={self.rng!r})")

@@ -1,134 +1,109 @@
-"""Registry of merge methods and the per-tensor entry point :func:`merge_tensor`.
+"""The merge methods (one table, :data:`MERGE_METHODS`) and the per-tensor entry point.
 
 Semantics are MergeKit 0.1.5's (`mergekit/merge_methods/registry.py` and the kernels it lists),
-reproduced operation by operation so that ``merge_tensor`` agrees with
-``mergekit.merge_methods.merge_tensors`` to float rounding (<= 1e-6; usually bit for bit).
+reproduced operation by operation: on CPU ``merge_tensor`` equals
+``mergekit.merge_methods.merge_tensors`` bit for bit (tests compare with ``torch.equal``).
 
-Dtype: as MergeKit with no ``dtype`` override, all inputs are first promoted to their common dtype.
-The task-vector family, nuslerp and model_stock then compute in that dtype (bf16 inputs: bf16 math,
-exactly as MergeKit); linear and slerp accumulate in fp32 (fp64 for fp64 inputs). The result has
-the promoted input dtype. Pass fp32 tensors to merge in fp32 (MergeKit's ``dtype: float32``).
+Dtype: as MergeKit with no ``dtype`` override, inputs are first promoted to their common dtype.
+The task-vector family, nuslerp and model_stock compute in that dtype (bf16 inputs: bf16 math);
+linear and slerp accumulate in fp32 (fp64 for fp64 inputs). The result has the promoted dtype.
 
-Random draw order (DARE / DELLA). MergeKit draws its masks from torch's global RNG: one
-``torch.bernoulli`` per non-base model whose density is below 1, over a tensor shaped like the
-weight (DELLA: a 1-D weight is viewed as one row), in the order of the models in the config
-(base excluded), tensor after tensor. ``merge_state_dicts`` visits tensors in the key order of the
-first state dict (non-floating buffers skipped); ``run_merge`` follows its task schedule
-(``networkx.lexicographical_topological_sort`` keyed by tensor name). ``merge_tensor`` makes the
-same draws, in the same order and dtype, from ``generator``: a generator seeded ``S`` and tensors
-visited in MergeKit's order reproduce MergeKit's masks after ``torch.manual_seed(S)`` bit for bit.
-On CPU the generator's MT19937 stream is replayed in bulk by a compiled C loop, or numpy without a
-C compiler (`_m_rng.py`, `_mt_native.py`; self-checked against ``torch.bernoulli`` and numpy once
-per process), and the generator is left in exactly the state
-``torch.bernoulli`` would leave it in.
-
-Memory: the per-tensor ``cache`` holds the task vectors and, per method, int32 magnitude ranks
-(TIES / breadcrumbs) or DELLA's normalised ranks. On CPU a thread-local workspace of about
-``(n_endpoints + 2) x`` the largest tensor (work dtype) is reused across calls to avoid page
-faults; :func:`release_workspace` frees it.
+Random draw order (DARE / DELLA, ``rng="mergekit"``). MergeKit draws its masks from torch's
+global RNG: one ``torch.bernoulli`` per non-base model whose density is below 1, over a tensor
+shaped like the weight (DELLA: a 1-D weight is one row), models in config order, tensor after
+tensor (``merge_state_dicts``: key order of the first state dict; ``run_merge``: sorted tensor
+names). ``merge_tensor`` makes the same draws from ``generator``, so a CPU generator seeded ``S``
+and tensors visited in MergeKit's order reproduce MergeKit's masks after ``torch.manual_seed(S)``.
+``rng="counter"`` (the default of :class:`InMemoryMerger`) instead hashes each mask from the
+generator's seed, the tensor name and the endpoint (``_masks``).
 """
 
 from __future__ import annotations
 
-import logging
+import functools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from optuna_merge3.merging import _m_gta, _m_interp
-from optuna_merge3.merging._m_gta import release_workspace
+from optuna_merge3.merging import _m_gta, _m_interp, _masks
 
-__all__ = ["MERGE_METHODS", "MethodSpec", "merge_tensor", "release_workspace"]
-
-_logger = logging.getLogger(__name__)
+__all__ = ["MERGE_METHODS", "MethodSpec", "merge_tensor"]
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """Declared parameters of one merge method (MergeKit 0.1.5 names and defaults).
+    """One merge method: what MergeKit 0.1.5 declares for it, and which kernel runs it.
 
     Attributes:
         name: MergeKit's method name.
-        needs_base: whether a base model is required (task-vector methods, slerp, model_stock).
+        kernel: "gta" (``_m_gta``) or the name of a function in ``_m_interp``.
+        base: MergeKit's base policy: "required", "optional" (nuslerp) or "ignored" (linear).
         tensor_params: per-endpoint parameters and defaults (``None``: required).
         global_params: per-method parameters and defaults (``None``: required, e.g. slerp ``t``).
-        stochastic: whether random masks are drawn (DARE, DELLA); needs a ``generator``.
+        n_tensors: accepted number of endpoint tensors (base excluded): (min, max or None).
+        sparsifier: the task-vector sparsification (``_sparsify``), None for dense.
+        consensus: the TIES sign election ("sum"), None for none.
+        url: the method's reference.
     """
 
     name: str
-    needs_base: bool
-    tensor_params: dict[str, float | None]
-    global_params: dict[str, Any]
-    stochastic: bool
+    kernel: str
+    base: str
+    tensor_params: Mapping[str, float | None]
+    global_params: Mapping[str, Any]
+    n_tensors: tuple[int, int | None] = (1, None)
+    sparsifier: str | None = None
+    consensus: str | None = None
+    url: str = field(default="", compare=False)
+
+    @property
+    def needs_base(self) -> bool:
+        return self.base == "required"
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether random masks are drawn (DARE, DELLA)."""
+        return self.sparsifier in ("random", "della_magprune")
 
 
-# MergeKit's GeneralizedTaskArithmeticMerge rows: name -> (sparsification, consensus).
-_GTA_ROWS: dict[str, tuple[str | None, str | None]] = {}
-# Number of endpoint tensors (base excluded) each method accepts: name -> (min, max or None).
-_N_TENSORS: dict[str, tuple[int, int | None]] = {
-    "linear": (1, None),
-    "slerp": (1, 1),
-    "nuslerp": (2, 2),
-    "model_stock": (2, None),
-}
-
-
-def _gta(
-    name: str,
-    consensus: str | None,
-    sparsification: str | None,
-    normalize: bool,
-    rescale: bool,
-) -> MethodSpec:
-    tensor_params: dict[str, float | None] = {"weight": None, "density": 1.0}
-    if sparsification == "magnitude_outliers":
-        tensor_params["gamma"] = 0.01
-    if sparsification == "della_magprune":
-        tensor_params["epsilon"] = 0.15
-    _GTA_ROWS[name] = (sparsification, consensus)
+def _gta(name: str, sparsifier: str | None, consensus: str | None, normalize: bool,
+         rescale: bool, url: str) -> MethodSpec:
+    extra = {"magnitude_outliers": {"gamma": 0.01}, "della_magprune": {"epsilon": 0.15}}
     return MethodSpec(
-        name=name,
-        needs_base=True,
-        tensor_params=tensor_params,
-        global_params={
-            "int8_mask": False,
-            "normalize": normalize,
-            "rescale": rescale,
-            "lambda": 1.0,
-        },
-        stochastic=sparsification in ("random", "della_magprune"),
+        name, "gta", "required",
+        tensor_params={"weight": None, "density": 1.0, **extra.get(sparsifier or "", {})},
+        global_params={"int8_mask": False, "normalize": normalize, "rescale": rescale,
+                       "lambda": 1.0},
+        sparsifier=sparsifier, consensus=consensus, url=url,
     )
 
 
-# The table mirrors mergekit/merge_methods/registry.py (defaults per row included).
-MERGE_METHODS: dict[str, MethodSpec] = {
-    spec.name: spec
-    for spec in (
-        MethodSpec("linear", False, {"weight": None}, {"normalize": True}, False),
-        MethodSpec("slerp", True, {}, {"t": None}, False),
-        MethodSpec(
-            "nuslerp",
-            False,
-            {"weight": None},
-            {"nuslerp_row_wise": False, "nuslerp_flatten": True},
-            False,
-        ),
-        _gta("task_arithmetic", None, None, normalize=False, rescale=False),
-        _gta("ties", "sum", "magnitude", normalize=True, rescale=False),
-        _gta("dare_ties", "sum", "random", normalize=False, rescale=True),
-        _gta("dare_linear", None, "random", normalize=False, rescale=True),
-        _gta("breadcrumbs", None, "magnitude_outliers", normalize=False, rescale=False),
-        _gta("breadcrumbs_ties", "sum", "magnitude_outliers", normalize=False, rescale=False),
-        _gta("della", "sum", "della_magprune", normalize=True, rescale=True),
-        _gta("della_linear", None, "della_magprune", normalize=False, rescale=True),
-        MethodSpec("model_stock", True, {}, {"filter_wise": False}, False),
-    )
-}
+_ARXIV = "https://arxiv.org/abs/"
+# Mirrors mergekit/merge_methods/registry.py, defaults included.
+MERGE_METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
+    MethodSpec("linear", "linear", "ignored", {"weight": None}, {"normalize": True},
+               url=_ARXIV + "2203.05482"),
+    MethodSpec("slerp", "slerp", "required", {}, {"t": None}, (1, 1),
+               url="https://en.wikipedia.org/wiki/Slerp"),
+    MethodSpec("nuslerp", "nuslerp", "optional", {"weight": None},
+               {"nuslerp_row_wise": False, "nuslerp_flatten": True}, (2, 2),
+               url="https://en.wikipedia.org/wiki/Slerp"),
+    MethodSpec("model_stock", "model_stock", "required", {}, {"filter_wise": False}, (2, None),
+               url=_ARXIV + "2403.19522"),
+    _gta("task_arithmetic", None, None, False, False, _ARXIV + "2212.04089"),
+    _gta("ties", "magnitude", "sum", True, False, _ARXIV + "2306.01708"),
+    _gta("dare_ties", "random", "sum", False, True, _ARXIV + "2311.03099"),
+    _gta("dare_linear", "random", None, False, True, _ARXIV + "2311.03099"),
+    _gta("breadcrumbs", "magnitude_outliers", None, False, False, _ARXIV + "2312.06795"),
+    _gta("breadcrumbs_ties", "magnitude_outliers", "sum", False, False, _ARXIV + "2312.06795"),
+    _gta("della", "della_magprune", "sum", True, True, _ARXIV + "2406.11617"),
+    _gta("della_linear", "della_magprune", None, False, True, _ARXIV + "2406.11617"),
+)}
 
 # Beyond MergeKit's YAML: the TIES sign-election rule, fixed per method in MergeKit ("sum", as in
-# the TIES paper); "count" is MergeKit's ConsensusMethod.count (elect by majority of signs).
+# the TIES paper); "count" is MergeKit's ConsensusMethod.count (majority of signs).
 _CONSENSUS_OPTION = "consensus_method"
 
 
@@ -140,90 +115,67 @@ def _get_spec(method: str) -> MethodSpec:
         raise ValueError(f"Unknown merge method {method!r}; valid methods: {valid}") from None
 
 
-def _resolve_params(
-    spec: MethodSpec, params: Sequence[Mapping[str, float]], n: int, where: str
-) -> list[dict[str, float]]:
+def _resolve_params(spec: MethodSpec, params: Sequence[Mapping[str, float]] | None, n: int,
+                    where: str) -> list[dict[str, float]]:
     params = list(params) if params is not None else []
     if not params and not spec.tensor_params:
         params = [{} for _ in range(n)]
     if len(params) != n:
         raise ValueError(
-            f"{spec.name}{where}: got {len(params)} parameter mappings for {n} endpoint tensors"
-        )
+            f"{spec.name}{where}: got {len(params)} parameter mappings for {n} endpoint tensors")
     resolved = []
     for j, given in enumerate(params):
         unknown = set(given) - set(spec.tensor_params)
         if unknown:
             valid = ", ".join(sorted(spec.tensor_params)) or "none"
-            raise ValueError(
-                f"{spec.name}{where}: unknown parameter(s) {sorted(unknown)} for endpoint {j}; "
-                f"valid: {valid}"
-            )
+            raise ValueError(f"{spec.name}{where}: unknown parameter(s) {sorted(unknown)} for "
+                             f"endpoint {j}; valid: {valid}")
         values: dict[str, float] = {}
         for name, default in spec.tensor_params.items():
             value = given.get(name, default)
             if value is None:
                 raise ValueError(
-                    f"{spec.name}{where}: missing required parameter {name!r} for endpoint {j}"
-                )
+                    f"{spec.name}{where}: missing required parameter {name!r} for endpoint {j}")
             values[name] = float(value)
         resolved.append(values)
     return resolved
 
 
-def _resolve_options(spec: MethodSpec, options: Mapping[str, Any], where: str) -> dict[str, Any]:
+def _resolve_options(spec: MethodSpec, options: Mapping[str, Any] | None,
+                     where: str) -> dict[str, Any]:
     options = dict(options or {})
-    consensus_default = _GTA_ROWS.get(spec.name, (None, None))[1]
-    allowed = set(spec.global_params)
-    if consensus_default is not None:
-        allowed.add(_CONSENSUS_OPTION)
+    allowed = set(spec.global_params) | ({_CONSENSUS_OPTION} if spec.consensus else set())
     unknown = set(options) - allowed
     if unknown:
-        raise ValueError(
-            f"{spec.name}{where}: unknown option(s) {sorted(unknown)}; valid: "
-            f"{', '.join(sorted(allowed)) or 'none'}"
-        )
+        raise ValueError(f"{spec.name}{where}: unknown option(s) {sorted(unknown)}; valid: "
+                         f"{', '.join(sorted(allowed)) or 'none'}")
     resolved = {}
     for name, default in spec.global_params.items():
         value = options.get(name, default)
         if value is None:
             raise ValueError(f"{spec.name}{where}: missing required option {name!r}")
         resolved[name] = value
-    if consensus_default is not None:
-        consensus = options.get(_CONSENSUS_OPTION, consensus_default)
+    if spec.consensus:
+        consensus = options.get(_CONSENSUS_OPTION, spec.consensus)
         if consensus not in ("sum", "count"):
             raise ValueError(
-                f"{spec.name}{where}: unknown consensus_method {consensus!r}; valid: count, sum"
-            )
+                f"{spec.name}{where}: unknown consensus_method {consensus!r}; valid: count, sum")
         resolved[_CONSENSUS_OPTION] = consensus
     return resolved
-
-
-def _check_cache(cache: dict | None, inputs: Sequence[torch.Tensor]) -> None:
-    """Drop cached entries computed for inputs of another shape / dtype / device / count."""
-    if cache is None:
-        return
-    signature = tuple((tuple(t.shape), t.dtype, t.device) for t in inputs)
-    if cache.get("_signature") != signature:
-        if "_signature" in cache:
-            _logger.debug("merge cache signature changed; rebuilding")
-        cache.clear()
-        cache["_signature"] = signature
 
 
 def merge_tensor(
     method: str,
     base: torch.Tensor | None,
     tensors: Sequence[torch.Tensor],
-    params: Sequence[Mapping[str, float]],
-    options: Mapping[str, Any],
+    params: Sequence[Mapping[str, float]] | None,
+    options: Mapping[str, Any] | None,
     *,
     generator: torch.Generator | None = None,
-    cache: dict | None = None,
     tensor_name: str = "",
     out: torch.Tensor | None = None,
-    fused: bool = False,
     rng: str = "mergekit",
+    exact: bool | None = None,
 ) -> torch.Tensor:
     """Merge one weight tensor of several models with a MergeKit 0.1.5 method.
 
@@ -233,130 +185,77 @@ def merge_tensor(
             ``t = 0`` end) and ``model_stock``; optional for ``nuslerp`` (then it slerps the task
             vectors); ignored by ``linear`` (put the base among ``tensors`` if the config lists it
             as a model with a weight).
-        tensors: the endpoints' tensors in config order, base excluded (``slerp``: exactly one,
-            ``nuslerp``: exactly two, ``model_stock``: at least two).
+        tensors: the endpoints' tensors in config order, base excluded.
         params: ``params[j]``: endpoint ``j``'s per-tensor parameters already resolved for this
             tensor (``weight``, ``density``, ``gamma``, ``epsilon``); missing ones take
             ``MethodSpec.tensor_params`` defaults. May be empty for methods without any.
-        options: the method's global parameters for this tensor (``MethodSpec.global_params``,
-            e.g. ``t``, ``normalize``, ``lambda``, ``rescale``, ``int8_mask``). TIES-family
-            methods also accept ``consensus_method`` ("sum", MergeKit's fixed choice, or
-            "count"); a non-default value cannot be written to a MergeKit YAML.
-        generator: the RNG of DARE / DELLA masks (required when a density is below 1). Draws
-            follow MergeKit's order (see the module docstring), so seeding it like MergeKit's
-            global RNG reproduces MergeKit's masks.
-        cache: a dict the caller keeps per tensor name across calls; it receives everything that
-            does not depend on the coefficients (task vectors, magnitude ranks, slerp angles, the
-            model_stock result). It must be dropped if the input tensors' values change. Results
-            equal those of ``cache=None``. Memory per endpoint: the task vector plus 4 bytes per
-            element for TIES / breadcrumbs ranks and one work-dtype element for DELLA.
-        tensor_name: used in error messages, and in the counter masks' key (``rng="counter"``).
-        out: optional destination (e.g. the live model's parameter): contiguous, of the
-            result's shape and dtype, overlapping no input. The task-vector methods write into
-            it chunk by chunk (no full-size temporary); the others copy their result into it.
-        fused: run the task-vector family's and slerp's element-wise merge as one
-            ``torch.compile`` loop (``_fused``: the same bits; falls back to the eager path where
-            it cannot compile).
-        rng: DARE / DELLA masks: ``"mergekit"`` (MergeKit's ``torch.bernoulli`` draws from
-            ``generator``, bit-identical to MergeKit seeded alike) or ``"counter"`` (hashed from
-            the generator's seed, the tensor name and the endpoint: order-free, on all cores;
-            :func:`counter_bernoulli` hands the same masks to MergeKit).
+        options: the method's global parameters for this tensor (``MethodSpec.global_params``);
+            TIES-family methods also accept ``consensus_method`` ("sum", MergeKit's fixed
+            choice, or "count"; a non-default value cannot be written to a MergeKit YAML).
+        generator: the RNG of DARE / DELLA masks (required when a density is below 1): a CPU
+            generator drawn in MergeKit's order (``rng="mergekit"``) or whose seed keys the
+            counter masks (``rng="counter"``).
+        tensor_name: used in error messages and in the counter masks' key.
+        out: optional destination (e.g. the live parameter): contiguous, of the result's shape,
+            dtype and device, overlapping no input.
+        rng: DARE / DELLA masks: "mergekit" (MergeKit's draws) or "counter" (``_masks``).
+        exact: magnitude masks (TIES, breadcrumbs) with MergeKit's own choice among entries
+            tied at the threshold (``_sparsify``); None: on CPU only.
 
     Returns:
         The merged tensor, in the promoted dtype of the inputs (as MergeKit); ``out`` when given.
 
     Raises:
-        ValueError: unknown method / parameter / option, missing required parameter, option or
-            base, wrong number of endpoint tensors, missing generator, mismatched shapes.
+        ValueError: unknown method / parameter / option / rng, missing required parameter,
+            option or base, wrong number of endpoint tensors, missing generator, mismatched
+            shapes, an unfit ``out``.
     """
     spec = _get_spec(method)
     where = f" (tensor {tensor_name!r})" if tensor_name else ""
     tensors = list(tensors)
     if spec.needs_base and base is None:
         raise ValueError(f"{spec.name}{where}: merge method requires a base tensor")
-    n = len(tensors)
-    low, high = _N_TENSORS.get(spec.name, (0, None))
+    n, (low, high) = len(tensors), spec.n_tensors
     if n < low or (high is not None and n > high):
         expected = f"exactly {low}" if low == high else f"at least {low}"
         raise ValueError(f"{spec.name}{where}: expects {expected} endpoint tensor(s), got {n}")
     resolved = _resolve_params(spec, params, n, where)
     opts = _resolve_options(spec, options, where)
+    if rng not in _masks.RNGS:
+        raise ValueError(f"{spec.name}{where}: rng {rng!r} is not one of {list(_masks.RNGS)}")
 
-    use_base = base is not None and spec.name != "linear"
+    use_base = base is not None and spec.base != "ignored"
     inputs = ([base] if use_base else []) + tensors
     shape = inputs[0].shape
     if any(t.shape != shape for t in inputs):
-        shapes = [tuple(t.shape) for t in inputs]
-        raise ValueError(f"{spec.name}{where}: tensor shape mismatch {shapes}")
-    dtype = inputs[0].dtype
-    for t in inputs[1:]:
-        dtype = torch.promote_types(dtype, t.dtype)
+        raise ValueError(f"{spec.name}{where}: tensor shape mismatch "
+                         f"{[tuple(t.shape) for t in inputs]}")
+    dtype = functools.reduce(torch.promote_types, (t.dtype for t in inputs))
     inputs = [t.to(dtype) for t in inputs]
-    if use_base:
-        base, tensors = inputs[0], inputs[1:]
-    else:
-        tensors = inputs
-    _check_cache(cache, inputs)
-
+    base, tensors = (inputs[0], inputs[1:]) if use_base else (None, inputs)
+    device = inputs[0].device
     if spec.stochastic and generator is None and any(p["density"] < 1 for p in resolved):
         raise ValueError(
-            f"{spec.name}{where}: random masks need an explicit torch.Generator (generator=...)"
-        )
-
-    if out is not None and (
-        out.shape != shape or out.dtype != dtype or out.device != inputs[0].device
-        or not out.is_contiguous()
-    ):
-        raise ValueError(
-            f"{spec.name}{where}: out must be a contiguous {dtype} tensor of shape "
-            f"{tuple(shape)} on {inputs[0].device}"
-        )
+            f"{spec.name}{where}: random masks need an explicit torch.Generator (generator=...)")
+    if out is not None and (out.shape != shape or out.dtype != dtype or out.device != device
+                            or not out.is_contiguous()):
+        raise ValueError(f"{spec.name}{where}: out must be a contiguous {dtype} tensor of shape "
+                         f"{tuple(shape)} on {device}")
     with torch.no_grad():
-        result = _merge(spec, base, tensors, resolved, opts, generator, cache, out,
-                        {"fused": fused, "rng": rng, "tensor_name": tensor_name})
-        if out is None or result is out:
-            return result
-        return out.copy_(result)
-
-
-def _merge(
-    spec: MethodSpec,
-    base: torch.Tensor | None,
-    tensors: list[torch.Tensor],
-    resolved: list[dict[str, float]],
-    opts: dict[str, Any],
-    generator: torch.Generator | None,
-    cache: dict | None,
-    out: torch.Tensor | None,
-    gta_options: Mapping[str, Any],
-) -> torch.Tensor:
-    """The method's kernel (the task-vector family writes into ``out`` when given); runs
-    under ``merge_tensor``'s ``torch.no_grad``."""
-    if spec.name == "linear":
-        return _m_interp.linear(tensors, [p["weight"] for p in resolved], opts["normalize"])
-    if spec.name == "slerp":
-        return _m_interp.slerp(float(opts["t"]), base, tensors[0], cache, out=out,
-                               fused=gta_options["fused"])
-    if spec.name == "nuslerp":
-        return _m_interp.nuslerp(
-            [p["weight"] for p in resolved],
-            tensors,
-            base,
-            bool(opts["nuslerp_row_wise"]),
-            bool(opts["nuslerp_flatten"]),
-            cache,
-        )
-    if spec.name == "model_stock":
-        return _m_interp.model_stock(base, tensors, bool(opts["filter_wise"]), cache)
-    return _m_gta.merge_gta(
-        base,
-        tensors,
-        resolved,
-        opts,
-        sparsification=_GTA_ROWS[spec.name][0],
-        consensus=opts.get(_CONSENSUS_OPTION),
-        generator=generator,
-        cache=cache,
-        out=out,
-        **gta_options,
-    )
+        if spec.kernel == "gta":
+            return _m_gta.merge_gta(
+                base, tensors, resolved, opts, sparsifier=spec.sparsifier,
+                consensus=opts.get(_CONSENSUS_OPTION),
+                bernoulli=lambda j: _masks.bernoulli_for(rng, generator, tensor_name, j),
+                exact=device.type == "cpu" if exact is None else exact, out=out)
+        weights = [p.get("weight", 0.0) for p in resolved]
+        if spec.kernel == "linear":
+            result = _m_interp.linear(tensors, weights, opts["normalize"])
+        elif spec.kernel == "slerp":
+            result = _m_interp.slerp(float(opts["t"]), base, tensors[0], out=out)
+        elif spec.kernel == "nuslerp":
+            result = _m_interp.nuslerp(weights, tensors, base, bool(opts["nuslerp_row_wise"]),
+                                       bool(opts["nuslerp_flatten"]))
+        else:
+            result = _m_interp.model_stock(base, tensors, bool(opts["filter_wise"]))
+        return result if out is None or result is out else out.copy_(result)

@@ -52,8 +52,12 @@ class DenseSource:
     def is_float(self, name: str) -> bool:
         return self._dtypes[name] in ("F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2")
 
+    def raw(self, name: str) -> torch.Tensor:
+        """The tensor as stored, read from the memory map into host memory."""
+        return self._where[name].get_tensor(name)
+
     def get(self, name: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        tensor = self._where[name].get_tensor(name)
+        tensor = self.raw(name)
         if tensor.is_floating_point():
             return tensor.to(device=device, dtype=dtype)
         return tensor.to(device=device)

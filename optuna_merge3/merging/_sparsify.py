@@ -1,17 +1,18 @@
-"""Sparsification of task vectors, numerically identical to MergeKit 0.1.5 (`mergekit/sparsify.py`).
+"""Sparsification of task vectors, as MergeKit 0.1.5's `mergekit/sparsify.py`.
 
-MergeKit sorts every task vector on every merge (TIES, breadcrumbs, DELLA). The magnitude order of
-a task vector does not depend on the searched coefficients, so here it is computed once per tensor
-(with the very same `argsort` / `sort` call MergeKit makes, so ties break identically) and kept in
-the caller's per-tensor ``cache`` as int32 ranks (DELLA: as its normalised rank tensor). A trial
-then turns a density into a mask with one comparison (`_m_gta.py`), and the masked tensor, the L1
-rescaling and the random draws are the same operations, in the same order and dtype, as MergeKit's.
+Each function makes MergeKit's operations in its order and dtype, except how the magnitude masks
+are found. MergeKit fully sorts every task vector (``argsort``); here a k-th value
+(``torch.kthvalue``, linear time) gives the threshold, entries strictly beyond it are kept and
+only the tie group *at* the threshold needs a rule. MergeKit's CPU sort is not stable, so its
+choice inside that group is whatever its sort does: with ``exact=True`` (the default on CPU) the
+same ``argsort`` call is made whenever the threshold splits a tie group (with bf16 weights almost
+always; with fp32 weights rarely), so the mask is MergeKit's bit for bit. With ``exact=False``
+(the default elsewhere) ties are kept in index order: the same number of kept entries and the same
+multiset of kept magnitudes as MergeKit, possibly at other positions of equal magnitude
+(docs/merging.md states the bound; tests check it).
 
-Random draws (DARE, DELLA) use ``torch.bernoulli(p, generator=generator)`` on tensors ``p`` of
-the dtype MergeKit builds, with the same values in the same element order, so a generator seeded ``S`` yields exactly the masks
-MergeKit draws from the global RNG after ``torch.manual_seed(S)`` for the same call sequence (the
-CPU kernel draws one value per element in order, so drawing a tensor chunk by chunk gives the same
-mask, and it is independent of the thread count).
+DARE / DELLA masks come from ``bernoulli`` (``_masks.bernoulli_for``): MergeKit's own draws or
+the counter hash.
 """
 
 from __future__ import annotations
@@ -20,110 +21,134 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = [
-    "RESCALE_EPS",
-    "check_della",
-    "della_rank_norm",
-    "l1_norm",
-    "magnitude_ranks",
-    "outlier_ranks",
-    "work_dtype",
-]
+__all__ = ["della_magprune", "magnitude", "magnitude_outliers", "random", "work_dtype"]
 
-# MergeKit's `rescaled_masked_tensor` treats L1 norms below this as zero (no rescaling).
-RESCALE_EPS = 1e-7
-
-
-def _cached(cache: dict | None, key: object, build: Callable[[], torch.Tensor]) -> torch.Tensor:
-    """Return ``cache[key]``, building and storing it on first use (no cache: just build)."""
-    if cache is None:
-        return build()
-    value = cache.get(key)
-    if value is None:
-        value = build()
-        cache[key] = value
-    return value
+_REDUCED = (torch.bfloat16, torch.float16)
+Bernoulli = Callable[[torch.Tensor], torch.Tensor]
 
 
 def work_dtype(tensor: torch.Tensor) -> torch.dtype:
-    """MergeKit's working dtype for random masks: fp32 on CPU except bf16, else the input dtype.
-
-    (``torch.bernoulli`` has no CPU fp16 kernel, so MergeKit upcasts there.)
-    """
+    """MergeKit's dtype for random masks: fp32 on CPU except bf16 (no CPU fp16 bernoulli)."""
     if tensor.device.type != "cpu" or tensor.dtype == torch.bfloat16:
         return tensor.dtype
     return torch.float32
 
 
-def _ranks_from_order(order: torch.Tensor) -> torch.Tensor:
-    """Invert a permutation: ``rank[order[i]] = i`` as int32 (4 bytes per element)."""
-    ranks = torch.empty(order.numel(), dtype=torch.int32, device=order.device)
-    ranks[order] = torch.arange(order.numel(), dtype=torch.int32, device=order.device)
-    return ranks
+def _rescaled(tensor: torch.Tensor, mask: torch.Tensor, rescale: bool) -> torch.Tensor:
+    """MergeKit's ``rescaled_masked_tensor`` with the L1 norm (``rescale``) or none."""
+    masked = tensor * mask
+    if not rescale:
+        return masked
+    before, after = tensor.abs().sum(), masked.abs().sum()
+    if before < 1e-7 or after < 1e-7:
+        return masked
+    return masked * (before / after)
 
 
-def _abs_flat(tensor: torch.Tensor) -> torch.Tensor:
-    # MergeKit sorts CPU magnitudes in fp32 and device magnitudes in their own dtype.
+def _magnitudes(tensor: torch.Tensor) -> torch.Tensor:
     w = tensor.abs().reshape(-1)
-    return w.float() if w.device.type == "cpu" else w
+    return w.float() if w.device.type == "cpu" else w  # as MergeKit sorts them
 
 
-def magnitude_ranks(tensor: torch.Tensor, cache: dict | None, key: object) -> torch.Tensor:
-    """Flat int32 rank of each entry in MergeKit's ``argsort(|x|, descending=True)`` (TIES).
+def _lowest(w: torch.Tensor, k: int, exact: bool, descending: bool) -> torch.Tensor | None:
+    """Boolean mask of the first ``k`` entries of ``sort(w, descending)`` with ties in index
+    order; None when that may differ from ``torch.sort``'s own choice and ``exact`` asks for it
+    (the threshold splits a tie group)."""
+    n = w.numel()
+    if k <= 0 or k >= n:
+        return torch.full_like(w, k > 0, dtype=torch.bool)
+    key = -w if descending else w  # exact negation: the same order reversed
+    value = torch.kthvalue(key, k).values
+    keep = key < value
+    missing = k - int(keep.sum())
+    ties = key == value
+    n_ties = int(ties.sum())
+    if missing == n_ties:
+        return keep | ties
+    if exact:
+        return None
+    return keep | (ties & (ties.cumsum(0) <= missing))
 
-    MergeKit's ``magnitude`` keeps the entries at positions ``[:k]``, i.e. ``rank < k``.
+
+def _sorted_window(w: torch.Tensor, lo: int, hi: int, descending: bool) -> torch.Tensor:
+    """MergeKit's own choice: positions ``[lo, hi)`` of ``sort(w, descending)``."""
+    mask = torch.zeros(w.numel(), dtype=torch.bool, device=w.device)
+    mask[torch.sort(w, descending=descending).indices[lo:hi]] = True
+    return mask
+
+
+def magnitude(tensor: torch.Tensor, density: float, rescale: bool, exact: bool) -> torch.Tensor:
+    """TIES' top-k: keep the ``max(1, int(density * numel))`` largest magnitudes."""
+    if density >= 1:
+        return tensor
+    if density <= 0 or tensor.numel() == 0:
+        return torch.zeros_like(tensor)
+    k = max(1, int(density * tensor.numel()))
+    w = _magnitudes(tensor)
+    # bf16 / fp16 magnitudes nearly always tie at the threshold: go straight to the sort.
+    keep = None if exact and tensor.dtype in _REDUCED else _lowest(w, k, exact, descending=True)
+    if keep is None:  # MergeKit: argsort(w, descending=True)[:k]
+        keep = torch.zeros_like(w, dtype=torch.bool)
+        keep[torch.argsort(w, descending=True)[:k]] = True
+    return _rescaled(tensor, keep.to(tensor.dtype).reshape_as(tensor), rescale)
+
+
+def magnitude_outliers(tensor: torch.Tensor, density: float, gamma: float, rescale: bool,
+                       exact: bool) -> torch.Tensor:
+    """Model Breadcrumbs: drop the ``gamma`` largest magnitudes, then the smallest ones down to
+    ``int(density * numel)`` kept (MergeKit's band ``[n_bot, n_bot + target_n)`` of the
+    ascending sort)."""
+    if density >= 1:
+        return tensor
+    n = tensor.numel()
+    target_n, n_top = int(density * n), int(gamma * n)
+    n_bot = max(0, n - target_n - n_top)
+    w = _magnitudes(tensor)
+    upper = _lowest(w, n_bot + target_n, exact, descending=False)
+    lower = _lowest(w, n_bot, exact, descending=False)
+    if upper is None or lower is None:
+        keep = _sorted_window(w, n_bot, n_bot + target_n, descending=False)
+    else:
+        keep = upper & ~lower
+    return _rescaled(tensor, keep.to(tensor.dtype).reshape_as(tensor), rescale)
+
+
+def random(tensor: torch.Tensor, density: float, rescale: bool, bernoulli: Bernoulli
+           ) -> torch.Tensor:
+    """DARE: keep each entry with probability ``density`` (rescaled by the L1 ratio)."""
+    if density >= 1:
+        return tensor
+    wd = work_dtype(tensor)
+    mask = bernoulli(torch.full_like(tensor, density, dtype=wd))
+    return _rescaled(tensor.to(wd), mask, rescale).to(tensor.dtype)
+
+
+def della_magprune(tensor: torch.Tensor, density: float, epsilon: float, rescale: bool,
+                   bernoulli: Bernoulli) -> torch.Tensor:
+    """DELLA's MagPrune (Deep et al. 2024): per row (a 1-D tensor is one row), keep probability
+    ``density - epsilon + 2 epsilon * normalised magnitude rank``.
+
+    The ranks need MergeKit's own ``argsort`` (ties included); its second ``argsort`` (of a
+    permutation, so tie-free) is an exact scatter here.
     """
-    return _cached(
-        cache,
-        ("rank_desc", key),
-        lambda: _ranks_from_order(torch.argsort(_abs_flat(tensor), descending=True)),
-    )
-
-
-def outlier_ranks(tensor: torch.Tensor, cache: dict | None, key: object) -> torch.Tensor:
-    """Flat int32 rank in MergeKit's ascending ``sort(|x|)`` (Model Breadcrumbs).
-
-    MergeKit's ``magnitude_outliers`` keeps positions ``[n_bot, n_bot + int(density * numel))``
-    with ``n_bot = max(0, numel - int(density * numel) - int(gamma * numel))``.
-    """
-    return _cached(
-        cache,
-        ("rank_asc", key),
-        lambda: _ranks_from_order(torch.sort(_abs_flat(tensor), descending=False).indices),
-    )
-
-
-def della_rank_norm(tensor: torch.Tensor, cache: dict | None, key: object) -> torch.Tensor:
-    """Row-wise normalised magnitude ranks in [0, 1] (a 1-D tensor is one row), computed with
-    the same operations and work dtype as MergeKit's ``della_magprune``; its keep probability is
-    ``(density - epsilon) + rank_norm * 2 * epsilon`` (Deep et al. 2024, MagPrune).
-    """
-
-    def build() -> torch.Tensor:
-        wd = work_dtype(tensor)
-        t2 = tensor.unsqueeze(0) if tensor.dim() < 2 else tensor
-        sorted_indices = torch.argsort(t2.abs(), dim=1, descending=False)
-        ranks = sorted_indices.argsort(dim=1).to(wd) + 1
-        del sorted_indices
-        min_ranks = ranks.min(dim=1, keepdim=True).values
-        max_ranks = ranks.max(dim=1, keepdim=True).values
-        return ((ranks - min_ranks) / (max_ranks - min_ranks)).clamp(0, 1)
-
-    return _cached(cache, ("della_rank", key), build)
-
-
-def check_della(density: float, epsilon: float) -> None:
-    """MergeKit's DELLA parameter check (same message).
-
-    Raises:
-        ValueError: if ``density +/- epsilon`` leaves (0, 1).
-    """
+    if density >= 1:
+        return tensor
+    if density <= 0:
+        return torch.zeros_like(tensor)
     if density + epsilon >= 1 or density - epsilon <= 0:
         raise ValueError("Epsilon must be chosen such that density +/- epsilon is in (0, 1)")
-
-
-def l1_norm(
-    tensor: torch.Tensor, dtype: torch.dtype, cache: dict | None, key: object
-) -> torch.Tensor:
-    """``tensor.to(dtype).abs().sum()``: the L1 norm MergeKit restores with ``rescale``."""
-    return _cached(cache, ("l1", key, dtype), lambda: tensor.to(dtype).abs().sum())
+    orig_shape, wd = tensor.shape, work_dtype(tensor)
+    if tensor.dim() < 2:
+        tensor = tensor.unsqueeze(0)
+    order = torch.argsort(tensor.abs(), dim=1, descending=False)
+    positions = torch.arange(order.shape[1], device=order.device)
+    positions = positions.view(1, -1, *([1] * (order.dim() - 2))).expand_as(order)
+    ranks = torch.empty_like(order).scatter_(1, order, positions)
+    del order, positions
+    ranks = ranks.to(wd) + 1
+    min_ranks = ranks.min(dim=1, keepdim=True).values
+    max_ranks = ranks.max(dim=1, keepdim=True).values
+    rank_norm = ((ranks - min_ranks) / (max_ranks - min_ranks)).clamp(0, 1)
+    del ranks
+    mask = bernoulli((density - epsilon) + rank_norm * 2 * epsilon).to(wd)
+    return _rescaled(tensor.to(wd), mask, rescale).to(tensor.dtype).reshape(orig_shape)

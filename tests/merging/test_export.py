@@ -14,20 +14,21 @@ from optuna_merge3.merging import InMemoryMerger, MergeSpace
 
 
 @pytest.mark.parametrize(
-    ("method", "merge"),
+    ("method", "merge", "rng"),
     [
         ("ties", {"search": {"weight": [0, 1.5], "density": [0.2, 1]}, "blocks": 2,
-                  "filters": ["self_attn"]}),
-        ("dare_linear", {"search": {"weight": [0, 1], "density": [0.3, 0.9]}}),
+                  "filters": ["self_attn"]}, "counter"),
+        ("dare_linear", {"search": {"weight": [0, 1], "density": [0.3, 0.9]}}, "mergekit"),
+        ("dare_linear", {"search": {"weight": [0, 1], "density": [0.3, 0.9]}}, "counter"),
     ],
 )
-def test_export_roundtrip_through_mergekit(tmp_path, method, merge):
+def test_export_roundtrip_through_mergekit(tmp_path, monkeypatch, method, merge, rng):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     endpoints = {n: TINY_WORLD / n for n in TINY_ENDPOINTS}
     space = MergeSpace(method, list(endpoints), **merge)
-    merger = InMemoryMerger(TINY_WORLD / "base", endpoints, space)
+    merger = InMemoryMerger(TINY_WORLD / "base", endpoints, space, rng=rng)
     params = random_params(space, 21)
     out = merger.export(params, tmp_path / "merge", seed=5)
     names = {p.name for p in out.iterdir()}
@@ -39,9 +40,13 @@ def test_export_roundtrip_through_mergekit(tmp_path, method, merge):
     assert reloaded.config.tie_word_embeddings
     tok = AutoTokenizer.from_pretrained(str(out))
     assert tok.get_vocab() == merger.load_tokenizer().get_vocab()
-    # The YAML alone (absolute paths, seed in the header) reproduces the tensors in MergeKit.
+    # The YAML (absolute paths, seed and rng in the header) reproduces the tensors in MergeKit:
+    # alone with MergeKit's draws, with the mergekit_bernoulli hook for counter masks.
     text = (out / "mergekit.yaml").read_text()
-    assert "seed=5" in text.splitlines()[0]
+    stochastic = method != "ties"
+    assert f"seed=5; rng={rng if stochastic else 'none'};" in text.splitlines()[0]
+    if stochastic and rng == "counter":
+        monkeypatch.setattr(torch, "bernoulli", merger.mergekit_bernoulli(params, seed=5))
     theirs = run_mergekit(yaml.safe_load(text), tmp_path / "mk", seed=5)
     assert max_abs_diff(ours, theirs) <= 1e-6
 

@@ -32,11 +32,12 @@ def world(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
     return make_world(tmp_path_factory.mktemp("world"))
 
 
-def build(method, base, endpoints, stream=False, **merge):
+def build(method, base, endpoints, stream=False, merger_kwargs=None, **merge):
     cfg = {"method": method, "base": str(base) if base else None,
            "endpoints": {k: str(v) for k, v in endpoints.items()}, **merge}
     space = MergeSpace.from_config(cfg)
-    return space, InMemoryMerger(base, endpoints, space, stream=stream)
+    kwargs = {"stream": stream, **(merger_kwargs or {})}
+    return space, InMemoryMerger(base, endpoints, space, **kwargs)
 
 
 CASES = [
@@ -55,26 +56,48 @@ CASES = [
 
 
 @pytest.mark.parametrize(("method", "merge"), CASES, ids=[c[0] for c in CASES])
-def test_apply_equals_state_dict_equals_mergekit(world, tmp_path, method, merge):
+def test_apply_equals_state_dict_equals_mergekit(world, tmp_path, monkeypatch, method, merge):
+    """Resident inputs, host-memory inputs and the stream from the mmap write the same model;
+    MergeKit's run_merge of the exported YAML gives it too (counter masks handed to MergeKit
+    through ``mergekit_bernoulli``)."""
     base, endpoints = world
     if method in ("slerp", "nuslerp"):
         endpoints = dict(list(endpoints.items())[:2])
     space, merger = build(method, base, endpoints, **merge)
     params = random_params(space, seed=3)
     ours = merger.merged_state_dict(params, seed=11)
-    model = merger.load_model()
-    merger.apply(params, model, seed=11)
-    live = {k: v for k, v in model.state_dict().items() if k in ours}
-    assert max_abs_diff(live, ours) == 0.0
-    # The exported YAML run through MergeKit (same seed for DARE / DELLA masks).
+    for kwargs in ({}, {"inputs": "cpu"}, {"stream": True}):
+        _, other = build(method, base, endpoints, merger_kwargs=kwargs, **merge)
+        model = other.load_model()
+        other.apply(params, model, seed=11)
+        live = {k: v for k, v in model.state_dict().items() if k in ours}
+        assert max_abs_diff(live, ours) == 0.0, kwargs
     config = space.to_mergekit_config(params, str(base), {k: str(v) for k, v in endpoints.items()})
-    theirs = run_mergekit(config, tmp_path / "mk", seed=11)
+    with monkeypatch.context() as m:
+        if space.spec.stochastic:
+            m.setattr(torch, "bernoulli", merger.mergekit_bernoulli(params, seed=11))
+        theirs = run_mergekit(config, tmp_path / "mk", seed=11)
     assert max_abs_diff(ours, theirs) <= TOL
     # Merging never modifies the inputs it keeps across trials.
     from safetensors.torch import load_file
 
-    assert max_abs_diff({k: merger._inputs(k)["base"] for k in ours},
+    assert max_abs_diff({k: merger._resident[k]["base"] for k in ours},
                         load_file(str(base / "model.safetensors"))) == 0.0
+
+
+@pytest.mark.parametrize("method", ["dare_ties", "della"])
+def test_mergekit_rng_replays_run_merge_draws(world, tmp_path, method):
+    """``rng="mergekit"``: MergeKit's own draws, seeded alike, bit for bit (stream mode)."""
+    base, endpoints = world
+    merge = dict(CASES)[method]
+    space, merger = build(method, base, endpoints, stream=True,
+                          merger_kwargs={"rng": "mergekit"}, **merge)
+    params = random_params(space, seed=4)
+    ours = merger.merged_state_dict(params, seed=12)
+    config = space.to_mergekit_config(params, str(base), {k: str(v) for k, v in endpoints.items()})
+    assert max_abs_diff(ours, run_mergekit(config, tmp_path / "mk", seed=12)) == 0.0
+    _, counter = build(method, base, endpoints, **merge)
+    assert max_abs_diff(ours, counter.merged_state_dict(params, seed=12)) > 1e-4
 
 
 def test_mergekit_merge_state_dicts_in_process(world):
@@ -134,10 +157,7 @@ def test_seeds_are_deterministic_and_stream_mode_agrees(world):
     space, merger = build("dare_ties", base, endpoints, **merge)
     _, streamed = build("dare_ties", base, endpoints, stream=True, **merge)
     params = random_params(space, 4)
-    assert not any(merger._caches.values())
-    assert merger.warm_up() > 0 and all(merger._caches[n] for n in merger.float_names)
-    assert streamed.warm_up() == 0.0
-    a = merger.merged_state_dict(params, seed=1)  # cached path; the streamed one caches nothing
+    a = merger.merged_state_dict(params, seed=1)
     assert max_abs_diff(a, merger.merged_state_dict(params, seed=1)) == 0.0
     assert max_abs_diff(a, merger.merged_state_dict(params, seed=2)) > 1e-4
     assert max_abs_diff(a, streamed.merged_state_dict(params, seed=1)) == 0.0

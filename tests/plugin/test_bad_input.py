@@ -229,13 +229,13 @@ CASES: dict[str, tuple[Edit, str]] = {
         r"refusing to resume it\. changed: tasks\[1\] removed \(was \"qa_en\"\)"),
     "unknown mask rng": (
         lambda r, t, m: r.setdefault("evaluation", {}).update(rng="philox"),
-        r"evaluation\.rng: 'philox' is not one of \['mergekit', 'counter'\]"),
-    "fused that is neither auto nor a boolean": (
-        lambda r, t, m: r.setdefault("evaluation", {}).update(fused="yes"),
-        r"evaluation\.fused: 'yes' is not one of \['auto', true, false\]"),
+        r"evaluation\.rng: 'philox' is not one of \['counter', 'mergekit'\]"),
+    "the deleted fused key": (
+        lambda r, t, m: r.setdefault("evaluation", {}).update(fused=True),
+        r"evaluation.*fused"),
     "resume with other DARE / DELLA masks": (
-        lambda r, t, m: r.setdefault("evaluation", {}).update(rng="counter"),
-        r"refusing to resume it\. changed: rng (added|: )"),
+        lambda r, t, m: r.setdefault("evaluation", {}).update(rng="mergekit"),
+        r"refusing to resume it\. changed: rng (removed|: )"),
     "resume with another endpoint": (
         lambda r, t, m: r["merge"]["endpoints"].update(
             lang_it=str(WORLD / "models" / "trivia_en")),

@@ -177,35 +177,29 @@ def test_cached_irt_fit_keeps_the_fingerprint_of_its_responses(tiny_run: TinyStu
     assert params.meta["cache_key"] in path.name
 
 
-def test_a_dare_ties_study_with_counter_masks_and_fused_kernels_runs_end_to_end(
-    tiny_run: TinyStudy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_dare_ties_study_with_counter_masks_runs_end_to_end(
+    tiny_run: TinyStudy, tmp_path: Path
 ) -> None:
-    """``[evaluation] rng = "counter"``, ``fused = true`` through the real CLI: every trial
-    completes with compiled, verified kernels, and a trial's exported weights are the merge the
-    eager path with the same counter masks gives (MergeKit's draws would differ)."""
+    """``[evaluation] rng = "counter"`` (the default) through the real CLI: every trial
+    completes, and a trial's exported weights are the streamed merge with the same counter
+    masks (MergeKit's draws would differ)."""
     import torch
     from safetensors.torch import load_file
 
     from optuna_merge3.config import load_config
-    from optuna_merge3.merging import InMemoryMerger, MergeSpace, _fused
-
-    monkeypatch.setattr(_fused, "_kernels", {})  # this run's kernels only
-    monkeypatch.setattr(_fused, "_verified", set())
+    from optuna_merge3.merging import InMemoryMerger, MergeSpace
 
     out_dir = tmp_path / "out"
     copy_estimate_cache(tiny_run, out_dir)
     raw = tiny_raw(out_dir, n_trials=3, name="dare")
     raw["merge"].update(method="dare_ties", search={"weight": [0.0, 1.5], "density": [0.3, 0.9]})
-    raw["evaluation"].update(rng="counter", fused=True)
+    raw["evaluation"].update(rng="counter")
     config = write_config(tmp_path / "dare.toml", raw)
     code, out, err = run_cli("run", config)
     assert code == 0, err[-3000:]
-    assert "[load] merger warmed up in" in out
     study = optuna.load_study(study_name="dare", storage=f"sqlite:///{out_dir}/study.db")
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 3
-    kinds = {key[0] for key in _fused._verified}
-    assert {"gta", "mask_counter"} <= kinds and all(_fused._kernels[k] for k in _fused._verified)
     code, out, err = run_cli("export", config, str(complete[-1].number),
                              "--out", tmp_path / "exported")
     assert code == 0, err[-3000:]
@@ -213,7 +207,7 @@ def test_a_dare_ties_study_with_counter_masks_and_fused_kernels_runs_end_to_end(
     seed = int(re.search(r"seed=(\d+)", yaml_text).group(1))
     merge = load_config(config).merge
     space = MergeSpace.from_config(merge)
-    eager = InMemoryMerger(merge.base, merge.endpoints, space, fused=False, rng="counter")
-    expected = eager.merged_state_dict(complete[-1].params, seed=seed)
+    streamed = InMemoryMerger(merge.base, merge.endpoints, space, stream=True)
+    expected = streamed.merged_state_dict(complete[-1].params, seed=seed)
     exported = load_file(str(tmp_path / "exported" / "model.safetensors"))
     assert all(torch.equal(exported[k], expected[k]) for k in expected)
