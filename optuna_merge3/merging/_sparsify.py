@@ -70,26 +70,30 @@ def _lowest(w: torch.Tensor, k: int, exact: bool, descending: bool) -> torch.Ten
     return keep | (ties & (ties.cumsum(0) <= missing))
 
 
-def _sorted_window(w: torch.Tensor, lo: int, hi: int, descending: bool) -> torch.Tensor:
-    """MergeKit's own choice: positions ``[lo, hi)`` of ``sort(w, descending)``."""
+def _band(w: torch.Tensor, lo: int, hi: int, exact: bool, reduced: bool,
+          descending: bool) -> torch.Tensor:
+    """Boolean mask of positions ``[lo, hi)`` of ``sort(w, descending)`` (see the module
+    docstring: thresholds, and MergeKit's own sort where ``exact`` needs it)."""
+    # bf16 / fp16 magnitudes nearly always tie at a threshold: go straight to the sort.
+    if not (exact and reduced):
+        upper = _lowest(w, hi, exact, descending)
+        lower = _lowest(w, lo, exact, descending)
+        if upper is not None and lower is not None:
+            return upper & ~lower
     mask = torch.zeros(w.numel(), dtype=torch.bool, device=w.device)
     mask[torch.sort(w, descending=descending).indices[lo:hi]] = True
     return mask
 
 
 def magnitude(tensor: torch.Tensor, density: float, rescale: bool, exact: bool) -> torch.Tensor:
-    """TIES' top-k: keep the ``max(1, int(density * numel))`` largest magnitudes."""
+    """TIES' top-k: keep the ``max(1, int(density * numel))`` largest magnitudes (MergeKit:
+    ``argsort(w, descending=True)[:k]``)."""
     if density >= 1:
         return tensor
     if density <= 0 or tensor.numel() == 0:
         return torch.zeros_like(tensor)
     k = max(1, int(density * tensor.numel()))
-    w = _magnitudes(tensor)
-    # bf16 / fp16 magnitudes nearly always tie at the threshold: go straight to the sort.
-    keep = None if exact and tensor.dtype in _REDUCED else _lowest(w, k, exact, descending=True)
-    if keep is None:  # MergeKit: argsort(w, descending=True)[:k]
-        keep = torch.zeros_like(w, dtype=torch.bool)
-        keep[torch.argsort(w, descending=True)[:k]] = True
+    keep = _band(_magnitudes(tensor), 0, k, exact, tensor.dtype in _REDUCED, descending=True)
     return _rescaled(tensor, keep.to(tensor.dtype).reshape_as(tensor), rescale)
 
 
@@ -103,13 +107,8 @@ def magnitude_outliers(tensor: torch.Tensor, density: float, gamma: float, resca
     n = tensor.numel()
     target_n, n_top = int(density * n), int(gamma * n)
     n_bot = max(0, n - target_n - n_top)
-    w = _magnitudes(tensor)
-    upper = _lowest(w, n_bot + target_n, exact, descending=False)
-    lower = _lowest(w, n_bot, exact, descending=False)
-    if upper is None or lower is None:
-        keep = _sorted_window(w, n_bot, n_bot + target_n, descending=False)
-    else:
-        keep = upper & ~lower
+    keep = _band(_magnitudes(tensor), n_bot, n_bot + target_n, exact,
+                 tensor.dtype in _REDUCED, descending=False)
     return _rescaled(tensor, keep.to(tensor.dtype).reshape_as(tensor), rescale)
 
 

@@ -33,6 +33,14 @@ def _cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return tensor.to(dtype) if tensor.is_floating_point() else tensor
 
 
+def _pinned_empty(numel: int, dtype: torch.dtype) -> torch.Tensor:
+    return torch.empty(numel, dtype=dtype, pin_memory=True)
+
+
+def _record_stream(tensor: torch.Tensor, stream: torch.cuda.Stream) -> None:
+    tensor.record_stream(stream)
+
+
 class _CudaPrefetch:
     """Pinned staging + side-stream copies, one tensor ahead (runs only where CUDA exists)."""
 
@@ -49,7 +57,7 @@ class _CudaPrefetch:
         if key in self.copied:  # the previous copy out of this buffer must have finished
             self.copied[key].synchronize()
         if buf is None or buf.numel() < tensor.numel():
-            buf = torch.empty(tensor.numel(), dtype=tensor.dtype, pin_memory=True)
+            buf = _pinned_empty(tensor.numel(), tensor.dtype)
             self.pinned[key] = buf
         return buf[: tensor.numel()].view(tensor.shape).copy_(tensor)
 
@@ -57,8 +65,9 @@ class _CudaPrefetch:
         out = {}
         for label, tensor in self.host_tensors(name).items():
             staged = self._staged(label, tensor)
-            with torch.cuda.stream(self.side):
-                out[label] = _cast(staged.to(self.device, non_blocking=True), self.dtype)
+            with torch.cuda.stream(self.side):  # (copy=True: never a view of the staging buffer)
+                moved = staged.to(self.device, non_blocking=True, copy=True)
+                out[label] = _cast(moved, self.dtype)
                 event = torch.cuda.Event()
                 event.record(self.side)
             self.copied[(label, tensor.dtype)] = event
@@ -71,7 +80,7 @@ class _CudaPrefetch:
             main.wait_stream(self.side)
             current = pending
             for tensor in current.values():
-                tensor.record_stream(main)  # freed only after the merge's kernels used it
+                _record_stream(tensor, main)  # freed only after the merge's kernels used it
             pending = self._launch(names[i + 1]) if i + 1 < len(names) else {}
             yield name, current
             del current
