@@ -14,8 +14,9 @@ Per method, in a fresh subprocess each:
 * mergekit: ``run_merge`` of the same genotype (its lazy per-tensor loader, output written to
   disk, ``lazy_unpickle``), ``--mk-trials`` runs.
 
-Peak RssAnon (from /proc/self/status, sampled after each trial) is reported beside the time. The
-table gives seconds per layer (per trial divided by ``--layers``) and the ratio MergeKit / ours.
+Peak RssAnon during the timed trials (from /proc/self/status, sampled every 5 ms by a thread) is
+reported beside the time. The table gives seconds per layer (per trial divided by ``--layers``)
+and the ratio MergeKit / ours.
 
 Usage: python benchmarks/merge_layer7b.py --root DIR [--layers 1] [--methods ties dare_ties]
        [--trials 2] [--mk-trials 1] [--threads 1] [--merger-kwargs '{}'] [--label ours]
@@ -101,11 +102,23 @@ def build(root: Path, layers: int, vocab: int) -> dict[str, Path]:
     return paths
 
 
-def _rss_anon_gib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) / 2**20
-    return float("nan")
+class _PeakAnon:
+    """Peak RssAnon (GiB) sampled every 5 ms by a daemon thread from :meth:`start` on."""
+
+    def __init__(self) -> None:
+        self.peak = 0.0
+
+    def start(self) -> None:
+        import threading
+
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        while True:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("RssAnon:"):
+                    self.peak = max(self.peak, int(line.split()[1]) / 2**20)
+            time.sleep(0.005)
 
 
 def _space(method: str) -> Any:
@@ -128,7 +141,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     paths = build(Path(args.root), args.layers, args.vocab)
     space = _space(args.method)
-    peak, times = 0.0, []
+    peak, times = _PeakAnon(), []
     if args.worker == "ours":
         from optuna_merge3.merging import InMemoryMerger
 
@@ -136,12 +149,12 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
                                 dtype=torch.bfloat16, stream=True,
                                 **json.loads(args.merger_kwargs))
         model = merger.load_model()
-        for i in range(args.trials + 1):
+        merger.apply(_genotype(space, 0), model, seed=0)  # warms the page cache, not timed
+        peak.start()
+        for i in range(1, args.trials + 1):
             t0 = time.perf_counter()
             merger.apply(_genotype(space, i), model, seed=i)
-            if i:  # the first trial warms the page cache
-                times.append(time.perf_counter() - t0)
-            peak = max(peak, _rss_anon_gib())
+            times.append(time.perf_counter() - t0)
     else:
         import tempfile
 
@@ -150,6 +163,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         from mergekit.options import MergeOptions
 
         out = Path(tempfile.mkdtemp(dir=args.root, prefix="run_merge_"))
+        peak.start()
         for i in range(args.mk_trials):
             config = space.to_mergekit_config(_genotype(space, i + 1), str(paths["base"]),
                                               {e: str(paths[e]) for e in ENDPOINTS}, "bfloat16")
@@ -158,10 +172,9 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
             t0 = time.perf_counter()
             run_merge(MergeConfiguration.model_validate(config), str(out), options)
             times.append(time.perf_counter() - t0)
-            peak = max(peak, _rss_anon_gib())
     return {"worker": args.worker, "label": args.label, "method": args.method,
             "layers": args.layers, "s_per_trial": statistics.median(times),
-            "s_per_layer": statistics.median(times) / args.layers, "peak_anon_gib": peak}
+            "s_per_layer": statistics.median(times) / args.layers, "peak_anon_gib": peak.peak}
 
 
 def main() -> None:

@@ -39,7 +39,9 @@ class MethodSpec:
     Attributes:
         name: MergeKit's method name.
         kernel: "gta" (``_m_gta``) or the name of a function in ``_m_interp``.
-        base: MergeKit's base policy: "required", "optional" (nuslerp) or "ignored" (linear).
+        base: MergeKit's base policy: "required", "optional" (nuslerp: used when given),
+            "ignored" (linear: a base would be one more weighted input) or "pair" (slerp: in a
+            study the first of two endpoints is the ``t = 0`` base, the second ``t = 1``).
         tensor_params: per-endpoint parameters and defaults (``None``: required).
         global_params: per-method parameters and defaults (``None``: required, e.g. slerp ``t``).
         n_tensors: accepted number of endpoint tensors (base excluded): (min, max or None).
@@ -60,7 +62,8 @@ class MethodSpec:
 
     @property
     def needs_base(self) -> bool:
-        return self.base == "required"
+        """Whether ``merge_tensor`` needs a base tensor."""
+        return self.base in ("required", "pair")
 
     @property
     def stochastic(self) -> bool:
@@ -85,7 +88,7 @@ _ARXIV = "https://arxiv.org/abs/"
 MERGE_METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("linear", "linear", "ignored", {"weight": None}, {"normalize": True},
                url=_ARXIV + "2203.05482"),
-    MethodSpec("slerp", "slerp", "required", {}, {"t": None}, (1, 1),
+    MethodSpec("slerp", "slerp", "pair", {}, {"t": None}, (1, 1),
                url="https://en.wikipedia.org/wiki/Slerp"),
     MethodSpec("nuslerp", "nuslerp", "optional", {"weight": None},
                {"nuslerp_row_wise": False, "nuslerp_flatten": True}, (2, 2),

@@ -26,12 +26,6 @@ from optuna_merge3.merging._gradient import gradient_value, layer_t
 __all__ = ["MergeSpace"]
 
 _CONFIG_KEYS = ("method", "base", "endpoints", "search", "fixed", "blocks", "filters", "split")
-# Methods whose first endpoint plays MergeKit's ``base_model`` (t = 0) and whose second is
-# interpolated towards (t = 1); the study's base model only provides the architecture.
-_PAIR_METHODS = ("slerp",)
-# Methods that use a base model when one is given but also run without one (MergeKit:
-# ``BasePolicy.OPTIONAL``); for the others ``base_model`` would become one more input.
-_BASE_OPTIONAL = ("nuslerp",)
 
 
 def _methods() -> Mapping[str, Any]:
@@ -133,12 +127,12 @@ class MergeSpace:
         bad = [e for e in self.endpoints if not e or "/" in e]
         if bad:
             raise ValueError(f"merge.endpoints: names must be non-empty without '/': {bad}")
-        if self.method in _PAIR_METHODS and len(self.endpoints) != 2:
+        if self.spec.base == "pair" and len(self.endpoints) != 2:
             raise ValueError(
                 f"merge.endpoints: {self.method} interpolates exactly two endpoints "
                 f"(the first is t = 0), got {len(self.endpoints)}"
             )
-        if self.spec.needs_base and self.method not in _PAIR_METHODS and not self.has_base:
+        if self.spec.base == "required" and not self.has_base:
             raise ValueError(f"merge.base: method {self.method!r} needs a base model")
         if len(set(self.filters)) != len(self.filters) or "rest" in self.filters:
             raise ValueError(f"merge.filters: must be unique and not 'rest', got {self.filters}")
@@ -235,16 +229,16 @@ class MergeSpace:
     @property
     def math_base(self) -> str | None:
         """Which input is the method's base: ``"base"``, the first endpoint (slerp) or None."""
-        if self.method in _PAIR_METHODS:
+        if self.spec.base == "pair":
             return self.endpoints[0]
-        if self.spec.needs_base or (self.method in _BASE_OPTIONAL and self.has_base):
+        if self.spec.needs_base or (self.spec.base == "optional" and self.has_base):
             return "base"
         return None
 
     @property
     def math_endpoints(self) -> list[str]:
         """Endpoints passed as ``tensors`` to ``merge_tensor`` (the non-base inputs)."""
-        if self.method in _PAIR_METHODS:
+        if self.spec.base == "pair":
             return self.endpoints[1:]
         return list(self.endpoints)
 
@@ -338,7 +332,7 @@ class MergeSpace:
         if self.method == "model_stock":
             return None
         wanted: dict[tuple[str, str | None], float] = {}
-        if self.method in _PAIR_METHODS:
+        if self.spec.base == "pair":
             wanted[("t", None)] = 0.0 if name == self.endpoints[0] else 1.0
         else:
             for e in self.math_endpoints:
