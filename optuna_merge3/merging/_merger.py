@@ -239,7 +239,7 @@ class InMemoryMerger:
         ``merge_state_dicts`` with ``BatchOptions(max_groups=1)``): MergeKit visits tensors in
         sorted name order and endpoints in config order, skipping densities >= 1."""
         params = self.space.validate(params)
-        della = self.space.method.startswith("della")
+        della = self.space.spec.sparsifier == "della_magprune"
         draws = []
         for name in sorted(self.float_names):
             per_endpoint, _ = self.space.resolve(params, name, self.n_layers)
