@@ -257,10 +257,6 @@ class InMemoryMerger:
 
         return bernoulli
 
-    def warm_up(self, seed: int = 0) -> float:
-        """Kept for callers of older versions: nothing is cached or compiled any more (0.0)."""
-        return 0.0
-
     def _targets(self, model: Any) -> dict[str, Any]:
         targets = model_targets(model)
         missing = [n for n in self.tensor_names if n not in targets]
