@@ -1,4 +1,5 @@
-"""``optuna-merge3`` command line: run | estimate | best | export | report | dashboard.
+"""``optuna-merge3`` command line: run | estimate | best | export | report | dashboard |
+reference (import | build).
 
 The CLI is the only place that prints; the library logs. Every command takes the study's TOML
 config, so a resumed study, a second worker or a later ``export`` needs nothing else.
@@ -159,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     dash = add("dashboard", cmd_dashboard, "Serve optuna-dashboard on the study + artifacts.")
     dash.add_argument("--host", default="127.0.0.1")
     dash.add_argument("--port", type=int, default=8080, help="0: any free port")
+    from optuna_merge3.reference._cli import add_reference_commands
+
+    add_reference_commands(sub)
     return parser
 
 

@@ -240,7 +240,13 @@ def _estimators() -> tuple[str, ...]:
     return tuple(ESTIMATORS)
 
 
-@dataclass(frozen=True, kw_only=True)  # keywords only: `path` is optional, `reference` not
+def _alignments() -> tuple[str, ...]:
+    from optuna_merge3.reference import ALIGNMENTS
+
+    return ALIGNMENTS
+
+
+@dataclass(frozen=True, kw_only=True)  # keywords only: `path` is optional
 class TaskConfig:
     """``[[tasks]]``: one fitness task, its reference population and how it is estimated."""
 
@@ -248,7 +254,12 @@ class TaskConfig:
     path: Path | None = setting(None, path=True,
                                 doc="items (JSONL / CSV); its content enters the signature. "
                                     "Either path or lm_eval")
-    reference: Path = setting(path=True, doc="reference population's correctness (CSV.gz)")
+    reference: Path | None = setting(None, path=True, signature="if_set",
+                                     doc="reference population's correctness (CSV.gz)")
+    irt_params: Path | None = setting(None, path=True, signature="if_set",
+                                      doc="pre-fitted item parameters (IRTParams.save): no fit")
+    align: str = setting("id", choices=_alignments, signature="if_set",
+                         doc="reference items by id, or by position (a translated task)")
     n_items: int = setting(20, min=1, doc="subset size evaluated per trial")
     estimator: str = setting("gmpirt", choices=_estimators, doc="fitness estimator")
     direction: str = setting("maximize", choices=DIRECTIONS, doc="Optuna direction")

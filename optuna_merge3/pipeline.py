@@ -100,9 +100,13 @@ def load_reference_responses(path: str | Path) -> tuple[list[str], list[str], np
 
     Returns:
         (model names, item ids, responses) with responses a float (models x items) array of 0/1
-        and NaN for empty cells.
+        and NaN for empty or ``NA`` cells (metabench / R's missing value).
     """
     path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: reference responses not found; import public ones with "
+                         "`optuna-merge3 reference import` or build them with "
+                         "`optuna-merge3 reference build CONFIG --task NAME`")
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rt", encoding="utf-8", newline="") as fh:
@@ -118,7 +122,7 @@ def load_reference_responses(path: str | Path) -> tuple[list[str], list[str], np
             raise ValueError(f"{path}: line {line}: {len(row)} fields, expected {len(item_ids) + 1}")
         models.append(row[0])
         try:
-            values.append([float(v) if v != "" else np.nan for v in row[1:]])
+            values.append([np.nan if v.strip() in ("", "NA") else float(v) for v in row[1:]])
         except ValueError as exc:
             raise ValueError(f"{path}: line {line}: {exc}") from exc
     responses = np.asarray(values, dtype=float)
@@ -179,8 +183,19 @@ def check_inputs(config: StudyConfig) -> list[Any]:
     for task_config in config.tasks:
         task = load_task(task_config, config.evaluation.lm_eval_backend)
         _check_task(task_config, task)
+        if task_config.irt_params is not None:
+            _item_order(task_config, task, _load_irt_params(task_config.irt_params).item_ids)
+            tasks.append(task)
+            continue
+        if task_config.reference is None:
+            raise ValueError(
+                f"task {task_config.name!r}: no reference population: set reference = "
+                "\"<responses CSV>\" (import public results with `optuna-merge3 reference "
+                f"import` or build them with `optuna-merge3 reference build CONFIG --task "
+                f"{task_config.name}`) or irt_params = \"<IRTParams.save file>\""
+            )
         models, item_ids, _ = load_reference_responses(task_config.reference)
-        _check_reference_ids(task_config, task, item_ids)
+        _item_order(task_config, task, item_ids)
         if config.irt.n_dims >= len(models):
             raise ConfigError(
                 f"{config.source or '<config>'}: irt.n_dims: {config.irt.n_dims} latent "
@@ -206,15 +221,24 @@ def _source(task_config: TaskConfig) -> str:
     return str(task_config.path) if task_config.path else f"lm_eval task {task_config.lm_eval!r}"
 
 
-def _check_reference_ids(task_config: TaskConfig, task: Any, item_ids: list[str]) -> None:
-    known = set(item_ids)
-    missing = [item.id for item in task.items if item.id not in known]
-    if missing:
-        raise ValueError(
-            f"{task_config.reference}: no reference responses for {len(missing)} of "
-            f"{len(task.items)} item(s) of task {task_config.name!r} ({_source(task_config)}), "
-            f"e.g. {missing[:3]}; the reference CSV header must list the task's item ids"
-        )
+def _item_order(task_config: TaskConfig, task: Any, source_ids: list[str]) -> np.ndarray:
+    """Reference column (or pre-fitted item) of each task item, by ``align`` (id / position)."""
+    from optuna_merge3.reference import align_items
+
+    source = task_config.irt_params or task_config.reference
+    return align_items(source_ids, [item.id for item in task.items], task_config.align,
+                       source=str(source),
+                       task=f"task {task_config.name!r} ({_source(task_config)})")
+
+
+def _load_irt_params(path: Path) -> Any:
+    from optuna_merge3 import irt
+
+    try:
+        return irt.IRTParams.load(path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # json errors are ValueErrors
+        raise ValueError(f"{path}: cannot read pre-fitted item parameters (IRTParams.save: npz "
+                         f"with alpha and beta, and its .json sidecar): {exc}") from exc
 
 
 def correctness_cache(config: StudyConfig) -> Any:
@@ -293,12 +317,16 @@ def _fit_or_load_irt(
     """Fit 2PL item parameters on the reference population once; reuse them afterwards."""
     from optuna_merge3 import irt
 
-    models, item_ids, responses = load_reference_responses(task_config.reference)
     task_ids = [item.id for item in task.items]
-    _check_reference_ids(task_config, task, item_ids)
-    position = {item_id: k for k, item_id in enumerate(item_ids)}
-    order = [position[i] for i in task_ids]
-    responses = responses[:, order]
+    if task_config.irt_params is not None:  # pre-fitted: no fit, no cache
+        given = _load_irt_params(task_config.irt_params)
+        params = given.subset(_item_order(task_config, task, given.item_ids))
+        params.item_ids, params.meta["source"] = task_ids, str(task_config.irt_params)
+        say(f"[estimate] {task_config.name}: pre-fitted item parameters from "
+            f"{task_config.irt_params} (d={params.n_dims}, align={task_config.align})")
+        return params
+    models, item_ids, responses = load_reference_responses(task_config.reference)
+    responses = responses[:, _item_order(task_config, task, item_ids)]
     # Only what the fit reads: lambda_constraint / extraction must not force a refit.
     digest = hashlib.sha256(responses.tobytes() + json.dumps(
         [task_ids, config.irt.n_dims, config.seed, "population_prior"]).encode()
