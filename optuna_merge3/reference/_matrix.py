@@ -115,7 +115,7 @@ def write_responses(path: str | Path, models: Sequence[str], item_ids: Sequence[
                     values: np.ndarray) -> Path:
     """Write the project's responses CSV: header ``model,<item ids>``, one row per model, cells
     ``0`` / ``1`` / empty (missing). ``.gz`` is gzipped with a fixed mtime (byte-identical
-    rebuilds). Written to a temporary name and renamed, so a failure leaves no half file."""
+    rebuilds, no file name in the header). Written to a temporary name and renamed, so a failure leaves no half file."""
     path = Path(path)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -127,7 +127,7 @@ def write_responses(path: str | Path, models: Sequence[str], item_ids: Sequence[
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as raw:
         if path.suffix == ".gz":
-            with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+            with gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz:
                 gz.write(data)
         else:
             raw.write(data)
