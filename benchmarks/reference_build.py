@@ -1,0 +1,100 @@
+"""``reference build`` on the tiny world: how many random merges make a usable population?
+
+For each task of ``studies/tiny_world.toml`` (math_it, qa_en) and K in ``--ks``: a fresh
+correctness cache, ``build_reference`` with the base, the two endpoints and K random merges of
+the study's search space (wall and CPU seconds), then ``irt_fit_report`` on the result: 5-fold
+over the non-endpoint models, held-out log-loss (ability from half of each held-out model's
+items) against the training item mean, and the mean absolute error of each estimator's
+accuracy from n = 20 random items against the model's accuracy on all items (endpoint
+abilities from the training fit feed mp-IRT / gmp-IRT, as in the study). Side by side: the same
+report on the population the tiny world ships (68 models: checkpoints, a second world, merges;
+built by studies/tiny_world/build_world.py).
+
+Usage: nice -n 10 python benchmarks/reference_build.py [--ks 8 16 32 64 128] [--out FILE.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from optuna_merge3.config import load_config  # noqa: E402
+from optuna_merge3.pipeline import load_reference_responses  # noqa: E402
+from optuna_merge3.reference import irt_fit_report  # noqa: E402
+from optuna_merge3.reference._build import build_reference  # noqa: E402
+from optuna_merge3.runner import StudyRunner  # noqa: E402
+
+ESTIMATORS = ("naive", "pirt", "mpirt", "gmpirt")
+
+
+def _row(task: str, label: str, n: int, seconds: str, report) -> str:
+    mae = " / ".join(f"{report.mae[e]:.4f}" for e in ESTIMATORS)
+    best = min(("pirt", "mpirt", "gmpirt"), key=lambda e: report.mae[e])
+    return (f"| {task} | {label} | {n} | {seconds} | {report.logloss_irt:.3f} / "
+            f"{report.logloss_item_mean:.3f} | {mae} | {best} {report.mae[best] / report.mae['naive']:.2f}x |"
+            f" {'yes' if report.helps else 'no'} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ks", type=int, nargs="+", default=[8, 16, 32, 64, 128])
+    parser.add_argument("--tasks", nargs="+", default=["math_it", "qa_en"])
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/reference_build.md")
+    args = parser.parse_args()
+    config_path = REPO / "studies/tiny_world.toml"
+    lines = [
+        "# `reference build` on the tiny world",
+        "",
+        f"`python benchmarks/reference_build.py --ks {' '.join(map(str, args.ks))}` "
+        f"({platform.processor() or platform.machine()}, 1 torch thread, shared 2-core machine, "
+        "nice 10). Population = base + 2 endpoints + K random merges of the study's search space "
+        "(task arithmetic, weight/math_en and weight/lang_it uniform in [0, 1.5]); a fresh "
+        "correctness cache per row. IRT d = 2 (the study's), 5-fold over the non-endpoint "
+        "models, n = 20 items per estimate, 5 subsets per held-out model. Lower is better; "
+        "'helps' = IRT log-loss below the item mean AND gmp-IRT (the study's estimator) below "
+        "the naive mean.",
+        "",
+        "| task | population | models | build wall / CPU s | held-out log-loss IRT / item mean "
+        "| MAE naive / p-IRT / mp-IRT / gmp-IRT | best IRT vs naive | helps |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    with tempfile.TemporaryDirectory(prefix="reference_build_") as tmp:
+        base = load_config(config_path)
+        runner = None
+        for task in args.tasks:
+            shipped = base.tasks[[t.name for t in base.tasks].index(task)].reference
+            names, _, values = load_reference_responses(shipped)
+            report = irt_fit_report(values, base.irt["n_dims"], n_items=20,
+                                    endpoints=[names.index("math_en"), names.index("lang_it")])
+            lines.append(_row(task, "shipped (build_world.py)", len(names), "", report))
+            for k in args.ks:
+                config = load_config(config_path)
+                config.out_dir = Path(tmp) / f"{task}_{k}"
+                if runner is None:
+                    runner = StudyRunner(config)
+                wall, cpu = time.perf_counter(), time.process_time()
+                result = build_reference(config, task, random_merges=k, seed=0,
+                                         out=Path(tmp) / f"{task}_{k}.csv.gz", runner=runner)
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                ends = [result.models.index(e) for e in ("math_en", "lang_it")]
+                report = irt_fit_report(result.values, config.irt["n_dims"], n_items=20,
+                                        endpoints=ends)
+                lines.append(_row(task, f"built, K = {k}", len(result.models),
+                                  f"{wall:.0f} / {cpu:.0f}", report))
+                print(lines[-1], flush=True)
+                shutil.rmtree(config.out_dir, ignore_errors=True)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

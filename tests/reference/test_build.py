@@ -1,0 +1,86 @@
+"""``reference build`` on the shipped tiny world: the population it evaluates, the correctness
+cache that makes it resumable, the CLI's fit report, and its bad inputs.
+
+(How large K must be for IRT to help is measured by benchmarks/reference_build.py.)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from optuna_merge3.config import load_config
+from optuna_merge3.merging import MergeSpace
+from optuna_merge3.pipeline import load_reference_responses
+from optuna_merge3.reference._build import build_reference, random_genotypes
+from optuna_merge3.runner import StudyRunner
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugin"))
+from plugin_helpers import run_cli, tiny_raw, write_config  # noqa: E402
+
+STUDIES = Path(__file__).resolve().parents[2] / "studies"
+WORLD = STUDIES / "tiny_world"
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory: pytest.TempPathFactory) -> StudyRunner:
+    """The tiny world study (merger and live model loaded once), out_dir in a tmp folder."""
+    config = load_config(STUDIES / "tiny_world.toml")
+    config.out_dir = tmp_path_factory.mktemp("build") / "out"
+    return StudyRunner(config)
+
+
+def test_build_evaluates_the_population_and_resumes_from_the_cache(runner: StudyRunner,
+                                                                   tmp_path: Path) -> None:
+    config, calls = runner.config, []
+    result = build_reference(config, "math_it", models=[WORLD / "models" / "trivia_en"],
+                             random_merges=3, seed=0, out=tmp_path / "r.csv.gz", runner=runner,
+                             on_model=lambda *a: calls.append(a))
+    assert result.models[:4] == ["base", "math_en", "lang_it", "trivia_en"]
+    assert [m.split("[")[0] for m in result.models[4:]] == [f"random_merge_00{i}" for i in range(3)]
+    assert result.n_evaluated == 7 and [c[3] for c in calls] == [False] * 7
+    assert [c[:2] for c in calls] == [(i, 7) for i in range(1, 8)]
+    names, ids, values = load_reference_responses(tmp_path / "r.csv.gz")
+    assert names == result.models and np.array_equal(values, result.values)
+    # Independent check: build_world.py scored the same four models with its own scorer.
+    shipped = load_reference_responses(WORLD / "reference" / "math_it_responses.csv.gz")
+    assert ids == shipped[1]
+    for name in ("base", "math_en", "lang_it", "trivia_en"):
+        assert np.array_equal(values[names.index(name)], shipped[2][shipped[0].index(name)]), name
+    genotypes = random_genotypes(MergeSpace.from_config(config.merge).distributions(), 3, 0)
+    assert all(0.0 <= v <= 1.5 for g in genotypes for v in g.values())
+    assert len({tuple(row) for row in values[4:]}) == 3  # three different merges
+    calls.clear()
+    again = build_reference(config, "math_it", models=[WORLD / "models" / "trivia_en"],
+                            random_merges=3, seed=0, out=tmp_path / "s.csv.gz", runner=runner,
+                            on_model=lambda *a: calls.append(a))
+    assert again.n_evaluated == 0 and [c[3] for c in calls] == [True] * 7  # resumed
+    assert again.models == result.models and np.array_equal(again.values, result.values)
+
+
+def test_cli_build_writes_the_task_reference_and_reports_the_fit(tmp_path: Path) -> None:
+    raw = tiny_raw(tmp_path / "out")
+    raw["tasks"][1]["reference"] = str(tmp_path / "qa_en_built.csv.gz")  # not there yet
+    config = write_config(tmp_path / "s.toml", raw)
+    code, out, err = run_cli("reference", "build", config, "--task", "qa_en",
+                             "--random-merges", "4", "--seed", "1")
+    assert code == 0, err[-2000:]
+    assert load_reference_responses(tmp_path / "qa_en_built.csv.gz")[2].shape == (7, 120)
+    assert "7 models x 120 items (7 evaluated, 0 from the cache)" in out
+    assert "IRT fit, 5-fold over 7 models x 120 items, d=2:" in out
+    assert "mean abs. error: naive" in out and "gmpirt" in out
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"task_name": "gsm8k"}, r"unknown task 'gsm8k'; the config has \['math_it', 'qa_en'\]"),
+    ({"random_merges": -1}, r"--random-merges must be >= 0, got -1"),
+    ({"models": ["nowhere"]}, r"nowhere: not a Hugging Face model folder \(no config\.json\)"),
+    ({"models": [WORLD / "models" / "math_en"]}, r"two population members are named 'math_en'"),
+])
+def test_build_bad_input(kw: dict, message: str, runner: StudyRunner) -> None:
+    kw = {"task_name": "math_it", **kw}
+    with pytest.raises(ValueError, match=message):
+        build_reference(runner.config, runner=runner, **kw)
