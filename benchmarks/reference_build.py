@@ -28,8 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from optuna_merge3.config import load_config  # noqa: E402
 from optuna_merge3.pipeline import load_reference_responses  # noqa: E402
-from optuna_merge3.reference import irt_fit_report  # noqa: E402
-from optuna_merge3.reference._build import build_reference  # noqa: E402
+from optuna_merge3.reference import build_reference, irt_fit_report  # noqa: E402
 from optuna_merge3.runner import StudyRunner  # noqa: E402
 
 ESTIMATORS = ("naive", "pirt", "mpirt", "gmpirt")
@@ -38,9 +37,12 @@ ESTIMATORS = ("naive", "pirt", "mpirt", "gmpirt")
 def _row(task: str, label: str, n: int, seconds: str, report) -> str:
     mae = " / ".join(f"{report.mae[e]:.4f}" for e in ESTIMATORS)
     best = min(("pirt", "mpirt", "gmpirt"), key=lambda e: report.mae[e])
+    mid = report.mae_mid
+    middle = (f"{report.n_mid}: " + " / ".join(f"{mid[e]:.4f}" for e in ESTIMATORS)) if mid else ""
     return (f"| {task} | {label} | {n} | {seconds} | {report.logloss_irt:.3f} / "
-            f"{report.logloss_item_mean:.3f} | {mae} | {best} {report.mae[best] / report.mae['naive']:.2f}x |"
-            f" {'yes' if report.helps else 'no'} |")
+            f"{report.logloss_item_mean:.3f} | {mae} | {best} "
+            f"{report.mae[best] / report.mae['naive']:.2f}x | {middle} | "
+            f"{'yes' if report.helps else 'no'} |")
 
 
 def main() -> None:
@@ -63,8 +65,9 @@ def main() -> None:
         "the naive mean.",
         "",
         "| task | population | models | build wall / CPU s | held-out log-loss IRT / item mean "
-        "| MAE naive / p-IRT / mp-IRT / gmp-IRT | best IRT vs naive | helps |",
-        "|---|---|---|---|---|---|---|---|",
+        "| MAE naive / p-IRT / mp-IRT / gmp-IRT | best IRT vs naive | held-out models with "
+        "accuracy in [0.05, 0.95]: count: MAE naive / p-IRT / mp-IRT / gmp-IRT | helps |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory(prefix="reference_build_") as tmp:
         base = load_config(config_path)

@@ -10,6 +10,7 @@ for a task that has none with :func:`build_reference`; both write the project's 
 from __future__ import annotations
 
 from ._align import ALIGNMENTS, align_items
+from ._build import BuildResult, build_reference, random_genotypes
 from ._fit_report import FitReport, irt_fit_report
 from ._import import FORMATS, import_responses, parse_file_spec
 from ._matrix import ModelTable, ResponseMatrix, assemble, write_responses
@@ -17,13 +18,16 @@ from ._matrix import ModelTable, ResponseMatrix, assemble, write_responses
 __all__ = [
     "ALIGNMENTS",
     "FORMATS",
+    "BuildResult",
     "FitReport",
     "ModelTable",
     "ResponseMatrix",
     "align_items",
     "assemble",
+    "build_reference",
     "import_responses",
     "irt_fit_report",
     "parse_file_spec",
+    "random_genotypes",
     "write_responses",
 ]
