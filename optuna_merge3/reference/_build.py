@@ -53,7 +53,8 @@ def _label(i: int, genotype: dict[str, float]) -> str:
 
 def build_reference(config: Any, task_name: str, *, models: Sequence[str | Path] = (),
                     random_merges: int = 0, seed: int = 0, out: str | Path | None = None,
-                    runner: Any = None, on_model: OnModel | None = None) -> BuildResult:
+                    overwrite: bool = False, runner: Any = None,
+                    on_model: OnModel | None = None) -> BuildResult:
     """Evaluate the population on all items of task ``task_name`` and write its responses CSV.
 
     Args:
@@ -64,12 +65,13 @@ def build_reference(config: Any, task_name: str, *, models: Sequence[str | Path]
         seed: seed of the random merges (and of their DARE / DELLA masks).
         out: the CSV to write (default: the task's ``reference`` path, else
             ``<out_dir>/reference/<task>_responses.csv.gz``).
+        overwrite: replace an existing file (else refused before anything is evaluated).
         runner: a :class:`~optuna_merge3.runner.StudyRunner` to reuse (its merger and live model).
         on_model: progress callback.
 
     Raises:
         ValueError: an unknown task, a checkpoint folder that does not exist, two members with
-            the same name, or K < 0.
+            the same name, K < 0, or an existing output without ``overwrite``.
     """
     from optuna_merge3 import evaluation
     from optuna_merge3.pipeline import correctness_cache
@@ -85,6 +87,11 @@ def build_reference(config: Any, task_name: str, *, models: Sequence[str | Path]
     for folder in models:
         if not (Path(folder) / "config.json").is_file():
             raise ValueError(f"{folder}: not a Hugging Face model folder (no config.json)")
+    path = Path(out) if out is not None else (
+        task_config.reference or config.out_dir / "reference" / f"{task_name}_responses.csv.gz")
+    if path.exists() and not overwrite:
+        raise ValueError(f"{path} exists; pass --out elsewhere, or --overwrite to replace it "
+                         "(models already evaluated come from the cache)")
     task = evaluation.load_task(task_config.path)
     runner = runner or StudyRunner(config)
     merger, model, tokenizer = runner.merger, runner.model, runner.tokenizer
@@ -106,8 +113,6 @@ def build_reference(config: Any, task_name: str, *, models: Sequence[str | Path]
         if on_model is not None:
             on_model(done, len(members), name, cached)
     values = np.stack(rows)
-    path = Path(out) if out is not None else (
-        task_config.reference or config.out_dir / "reference" / f"{task_name}_responses.csv.gz")
     item_ids = [item.id for item in task.items]
     write_responses(path, [m[0] for m in members], item_ids, values)
     _logger.info("reference for %s: %d models (%d evaluated) -> %s", task_name, len(members),

@@ -49,7 +49,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     try:
         result = build_reference(config, args.task, models=args.models or (),
                                  random_merges=args.random_merges, seed=args.seed, out=args.out,
-                                 on_model=on_model)
+                                 overwrite=args.overwrite, on_model=on_model)
     finally:
         bar.close()
     _say(f"[reference] {len(result.models)} models x {len(result.item_ids)} items "
@@ -93,4 +93,5 @@ def add_reference_commands(sub: Any) -> None:
     build.add_argument("--random-merges", type=int, default=0, metavar="K")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--out", help="CSV to write (default: the task's reference path)")
+    build.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
     build.set_defaults(func=cmd_build)

@@ -15,7 +15,7 @@ import pytest
 from optuna_merge3.config import load_config
 from optuna_merge3.merging import MergeSpace
 from optuna_merge3.pipeline import load_reference_responses
-from optuna_merge3.reference._build import build_reference, random_genotypes
+from optuna_merge3.reference import build_reference, random_genotypes
 from optuna_merge3.runner import StudyRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugin"))
@@ -55,8 +55,8 @@ def test_build_evaluates_the_population_and_resumes_from_the_cache(runner: Study
     assert len({tuple(row) for row in values[4:]}) == 3  # three different merges
     calls.clear()
     again = build_reference(config, "math_it", models=[WORLD / "models" / "trivia_en"],
-                            random_merges=3, seed=0, out=tmp_path / "s.csv.gz", runner=runner,
-                            on_model=lambda *a: calls.append(a))
+                            random_merges=3, seed=0, out=tmp_path / "r.csv.gz", overwrite=True,
+                            runner=runner, on_model=lambda *a: calls.append(a))
     assert again.n_evaluated == 0 and [c[3] for c in calls] == [True] * 7  # resumed
     assert again.models == result.models and np.array_equal(again.values, result.values)
 
@@ -79,8 +79,11 @@ def test_cli_build_writes_the_task_reference_and_reports_the_fit(tmp_path: Path)
     ({"random_merges": -1}, r"--random-merges must be >= 0, got -1"),
     ({"models": ["nowhere"]}, r"nowhere: not a Hugging Face model folder \(no config\.json\)"),
     ({"models": [WORLD / "models" / "math_en"]}, r"two population members are named 'math_en'"),
+    ({"out": None}, r"math_it_responses\.csv\.gz exists; pass --out elsewhere, or --overwrite"),
 ])
-def test_build_bad_input(kw: dict, message: str, runner: StudyRunner) -> None:
-    kw = {"task_name": "math_it", **kw}
+def test_build_bad_input(kw: dict, message: str, runner: StudyRunner, tmp_path: Path) -> None:
+    kw = {"task_name": "math_it", "out": tmp_path / "r.csv.gz", **kw}  # out None: the shipped
+    before = (WORLD / "reference" / "math_it_responses.csv.gz").read_bytes()
     with pytest.raises(ValueError, match=message):
         build_reference(runner.config, runner=runner, **kw)
+    assert (WORLD / "reference" / "math_it_responses.csv.gz").read_bytes() == before

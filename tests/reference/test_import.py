@@ -234,6 +234,10 @@ def test_cli_import_prints_the_summary_and_fails_in_one_line(tmp_path: Path, cap
     err = capsys.readouterr().err
     assert code == 2 and not (tmp_path / "x.csv").exists()
     assert err.strip().count("\n") == 0 and "samples of several filters" in err
+    code = main(["reference", "import", "--format", "metabench", str(MB / "arc.csv"), "--task",
+                 "studies/tiny_world/tasks/math_en.jsonl", "--out", str(tmp_path / "y.csv")])
+    err = capsys.readouterr().err
+    assert code == 2 and "3 item id(s) are not items of task 'math_en'" in err
 
 
 def test_real_metabench_arc_v1_v2(tmp_path: Path) -> None:
