@@ -16,6 +16,7 @@ Usage: nice -n 10 python benchmarks/reference_build.py [--ks 8 16 32 64 128] [--
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import shutil
 import sys
@@ -75,12 +76,11 @@ def main() -> None:
         for task in args.tasks:
             shipped = base.tasks[[t.name for t in base.tasks].index(task)].reference
             names, _, values = load_reference_responses(shipped)
-            report = irt_fit_report(values, base.irt["n_dims"], n_items=20,
+            report = irt_fit_report(values, base.irt.n_dims, n_items=20,
                                     endpoints=[names.index("math_en"), names.index("lang_it")])
             lines.append(_row(task, "shipped (build_world.py)", len(names), "", report))
             for k in args.ks:
-                config = load_config(config_path)
-                config.out_dir = Path(tmp) / f"{task}_{k}"
+                config = dataclasses.replace(base, out_dir=Path(tmp) / f"{task}_{k}")
                 if runner is None:
                     runner = StudyRunner(config)
                 wall, cpu = time.perf_counter(), time.process_time()
@@ -88,7 +88,7 @@ def main() -> None:
                                          out=Path(tmp) / f"{task}_{k}.csv.gz", runner=runner)
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
                 ends = [result.models.index(e) for e in ("math_en", "lang_it")]
-                report = irt_fit_report(result.values, config.irt["n_dims"], n_items=20,
+                report = irt_fit_report(result.values, config.irt.n_dims, n_items=20,
                                         endpoints=ends)
                 lines.append(_row(task, f"built, K = {k}", len(result.models),
                                   f"{wall:.0f} / {cpu:.0f}", report))

@@ -96,9 +96,9 @@ def build_reference(config: Any, task_name: str, *, models: Sequence[str | Path]
     runner = runner or StudyRunner(config)
     merger, model, tokenizer = runner.merger, runner.model, runner.tokenizer
     members = _members(merger, runner.space, models, random_merges, seed,
-                       config.evaluation["quantization"])
+                       config.evaluation.quantization)
     cache = correctness_cache(config)
-    batch_size = config.evaluation["batch_size"]
+    batch_size = config.evaluation.batch_size
     rows, evaluated = [], 0
     for done, (name, write) in enumerate(members, start=1):
         live, tok = write(model, tokenizer)

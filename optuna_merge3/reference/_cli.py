@@ -56,9 +56,11 @@ def cmd_build(args: argparse.Namespace) -> int:
          f"({result.n_evaluated} evaluated, {len(result.models) - result.n_evaluated} from the "
          f"cache) in {result.seconds:.1f} s -> {result.path}")
     task = next(t for t in config.tasks if t.name == args.task)
-    endpoints = [result.models.index(e) for e in config.merge["endpoints"]]
+    if task.reference is None and args.out is None:
+        _say(f"[reference] add to task {args.task!r}: reference = \"{result.path}\"")
+    endpoints = [result.models.index(e) for e in config.merge.endpoints]
     judged = task.estimator if task.estimator in ("pirt", "mpirt", "gmpirt") else "gmpirt"
-    report = irt_fit_report(result.values, config.irt["n_dims"], endpoints=endpoints,
+    report = irt_fit_report(result.values, config.irt.n_dims, endpoints=endpoints,
                             estimator=judged, n_items=task.n_items, random_state=args.seed)
     for line in report.lines():
         _say(line)

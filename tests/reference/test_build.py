@@ -5,6 +5,7 @@ fit report, and its bad inputs. (K from 8 to 128 on both tasks: benchmarks/refer
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -28,8 +29,7 @@ WORLD = STUDIES / "tiny_world"
 def runner(tmp_path_factory: pytest.TempPathFactory) -> StudyRunner:
     """The tiny world study (merger and live model loaded once), out_dir in a tmp folder."""
     config = load_config(STUDIES / "tiny_world.toml")
-    config.out_dir = tmp_path_factory.mktemp("build") / "out"
-    return StudyRunner(config)
+    return StudyRunner(dataclasses.replace(config, out_dir=tmp_path_factory.mktemp("b") / "out"))
 
 
 def test_build_evaluates_the_population_and_resumes_from_the_cache(runner: StudyRunner,
@@ -53,7 +53,7 @@ def test_build_evaluates_the_population_and_resumes_from_the_cache(runner: Study
     assert all(0.0 <= v <= 1.5 for g in genotypes for v in g.values())
     assert len({tuple(row) for row in values[4:]}) == 8  # eight different merges
     # 12 models are already a usable population for the study's estimator on its target task.
-    report = irt_fit_report(values, config.irt["n_dims"], endpoints=[1, 2], n_items=20)
+    report = irt_fit_report(values, config.irt.n_dims, endpoints=[1, 2], n_items=20)
     assert report.helps, report.lines()
     assert report.logloss_irt < 0.7 * report.logloss_item_mean
     assert report.mae_mid["gmpirt"] < report.mae_mid["naive"]
@@ -67,12 +67,14 @@ def test_build_evaluates_the_population_and_resumes_from_the_cache(runner: Study
 
 def test_cli_build_writes_the_task_reference_and_reports_the_fit(tmp_path: Path) -> None:
     raw = tiny_raw(tmp_path / "out")
-    raw["tasks"][1]["reference"] = str(tmp_path / "qa_en_built.csv.gz")  # not there yet
+    raw["tasks"][1].pop("reference")  # a task with no population yet
     config = write_config(tmp_path / "s.toml", raw)
     code, out, err = run_cli("reference", "build", config, "--task", "qa_en",
                              "--random-merges", "4", "--seed", "1")
     assert code == 0, err[-2000:]
-    assert load_reference_responses(tmp_path / "qa_en_built.csv.gz")[2].shape == (7, 120)
+    built = tmp_path / "out" / "reference" / "qa_en_responses.csv.gz"
+    assert load_reference_responses(built)[2].shape == (7, 120)
+    assert f'add to task \'qa_en\': reference = "{built}"' in out
     assert "7 models x 120 items (7 evaluated, 0 from the cache)" in out
     assert "IRT fit, 5-fold over 7 models x 120 items, d=2:" in out
     assert "mean abs. error: naive" in out and "gmpirt" in out

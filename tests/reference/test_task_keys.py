@@ -86,7 +86,7 @@ def test_align_position_reuses_a_source_language_population(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("edit, message", [
-    ({"reference": None}, r"tasks\[0\]: needs reference \(responses CSV\) or irt_params"),
+    ({"reference": "none.csv.gz"}, r"tasks\[0\]\.reference: file not found: .*none\.csv\.gz"),
     ({"align": "row"}, r"tasks\[0\]\.align: 'row' is not one of \['id', 'position'\]"),
     ({"irt_params": "nowhere.npz"}, r"tasks\[0\]\.irt_params: file not found: .*nowhere\.npz"),
 ])
@@ -96,10 +96,14 @@ def test_task_key_errors(edit: dict, message: str, tmp_path: Path) -> None:
 
 
 def test_missing_or_broken_inputs_say_what_to_do(tmp_path: Path) -> None:
-    missing = _config(tmp_path, reference=str(tmp_path / "none.csv.gz"))
+    bare = _config(tmp_path, reference=None)  # loads: `reference build` works on such a task
+    with pytest.raises(ValueError, match=r"task 'math_it': no reference population: set "
+                                         r"reference = .*optuna-merge3 reference build CONFIG "
+                                         r"--task math_it.* or irt_params = "):
+        pipeline.check_inputs(bare)
     with pytest.raises(ValueError, match=r"none\.csv\.gz: reference responses not found; .*"
                                          r"optuna-merge3 reference build CONFIG --task NAME"):
-        pipeline.check_inputs(missing)
+        pipeline.load_reference_responses(tmp_path / "none.csv.gz")  # the Python API
     (tmp_path / "bad.npz").write_bytes(b"not an npz")
     broken = _config(tmp_path, irt_params=str(tmp_path / "bad.npz"))
     with pytest.raises(ValueError, match=r"bad\.npz: cannot read pre-fitted item parameters"):
