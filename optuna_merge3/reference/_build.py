@@ -126,19 +126,22 @@ def _members(merger: Any, space: Any, folders: Sequence[str | Path], k: int, see
     """(name, write) per population member; ``write(model, tokenizer)`` puts the member's
     weights into the live model (or loads a checkpoint) and returns what to evaluate."""
 
-    def endpoint(name: str) -> Callable:
-        return lambda model, tok: (merger.write_endpoint(name, model), (model, tok))[1]
+    def into_live(write: Callable[[Any], Any]) -> Callable:
+        def member(model: Any, tok: Any) -> tuple[Any, Any]:
+            write(model)  # the member's weights, in place in the live model
+            return model, tok
 
-    def merge(genotype: dict[str, float], i: int) -> Callable:
-        return lambda model, tok: (merger.apply(genotype, model, seed=seed + i), (model, tok))[1]
+        return member
 
     members: list[tuple[str, Callable]] = []
     if merger.base_path is not None:
-        members.append(("base", lambda model, tok: (merger.write_base(model), (model, tok))[1]))
-    members += [(name, endpoint(name)) for name in space.endpoints]
+        members.append(("base", into_live(merger.write_base)))
+    members += [(name, into_live(lambda m, n=name: merger.write_endpoint(n, m)))
+                for name in space.endpoints]
     members += [(Path(folder).name, _checkpoint(folder, merger, quantization)) for folder in folders]
     genotypes = random_genotypes(space.distributions(), k, seed)
-    members += [(_label(i, g), merge(g, i)) for i, g in enumerate(genotypes)]
+    members += [(_label(i, g), into_live(lambda m, g=g, i=i: merger.apply(g, m, seed=seed + i)))
+                for i, g in enumerate(genotypes)]
     seen: dict[str, None] = {}
     for name, _ in members:
         if name in seen:

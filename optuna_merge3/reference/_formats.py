@@ -158,7 +158,7 @@ def leaderboard_details_table(rows: Sequence[dict], source: str, model: str, *,
         values = {m: [(r.get("metrics") or {}).get(m) for r in rows] for m in names}
     else:
         names = [k for k, v in first.items() if k not in _DETAIL_NUMBERS
-                 and isinstance(v, (int, float, bool, np.number)) and not isinstance(v, str)]
+                 and isinstance(v, (int, float, bool, np.number))]
         values = {m: [r.get(m) for r in rows] for m in names}
     if not names:
         raise ValueError(f"{source}: no per-item metrics (neither a 'metrics' column nor metric "
