@@ -78,6 +78,11 @@ def import_responses(format: str, files: Sequence[str | Path], *, task: Any = No
     return assemble(tables, task_ids, task_name)
 
 
+def _one_line(exc: BaseException) -> str:
+    """A library's message on one line (the CLI promises one-line errors)."""
+    return " ".join(str(exc).split())
+
+
 def _renamed(tables: list[ModelTable], name: str | None, path: Path) -> list[ModelTable]:
     if name is None:
         return tables
@@ -102,7 +107,7 @@ def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}:{line}: invalid JSON: {exc.msg}") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read it as JSON lines: {exc}") from exc
+        raise ValueError(f"{path}: cannot read it as JSON lines: {_one_line(exc)}") from exc
     return records
 
 
@@ -116,14 +121,14 @@ def _read_details(path: Path) -> list[dict]:
         try:
             return pq.read_table(path).to_pylist()
         except Exception as exc:  # pyarrow raises its own ArrowInvalid on a broken file
-            raise ValueError(f"{path}: cannot read it as parquet: {exc}") from exc
+            raise ValueError(f"{path}: cannot read it as parquet: {_one_line(exc)}") from exc
     if path.suffix == ".jsonl":
         return [rec for _, rec in _read_jsonl(path)]
     try:
         with _open_text(path) as fh:
             rows = json.load(fh)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read it as JSON: {exc}") from exc
+        raise ValueError(f"{path}: cannot read it as JSON: {_one_line(exc)}") from exc
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise ValueError(f"{path}: expected a JSON list of detail rows (objects)")
     return rows
@@ -134,7 +139,7 @@ def _read_csv(path: Path) -> list[list[str]]:
         with _open_text(path) as fh:
             return list(csv.reader(fh))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:  # e.g. a .gz that is not gzip
-        raise ValueError(f"{path}: cannot read it as a CSV file: {exc}") from exc
+        raise ValueError(f"{path}: cannot read it as a CSV file: {_one_line(exc)}") from exc
 
 
 class _NumpyUnpickler(pickle.Unpickler):
@@ -163,12 +168,12 @@ def _read_matrix(path: Path, scenario: str | None) -> list[ModelTable]:
                 return fmt.matrix_tables(data["correctness"], data["models"].tolist(), str(path),
                                          items)
         except (OSError, EOFError) as exc:
-            raise ValueError(f"{path}: cannot read it as npz: {exc}") from exc
+            raise ValueError(f"{path}: cannot read it as npz: {_one_line(exc)}") from exc
     try:
         with open(path, "rb") as fh:
             data = _NumpyUnpickler(fh).load()
     except (OSError, EOFError, pickle.UnpicklingError, AttributeError) as exc:
-        raise ValueError(f"{path}: cannot read it as a tinyBenchmarks pickle: {exc}") from exc
+        raise ValueError(f"{path}: cannot read it as a tinyBenchmarks pickle: {_one_line(exc)}") from exc
     if not isinstance(data, dict) or "models" not in data or "data" not in data:
         raise ValueError(f"{path}: expected tinyBenchmarks' {{'models': [...], 'data': "
                          "{scenario: {'correctness': ...}}}")

@@ -13,6 +13,7 @@ import json
 import math
 import pickle
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,23 @@ DETAILS = sorted((FIX / "leaderboard_details").rglob("*.parquet"))
 MB = FIX / "metabench"
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "leaderboard" / "metabench"
 NAN = math.nan
+
+
+@pytest.fixture(autouse=True)
+def _errors_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every ValueError an importer raises here must be one line (what the CLI prints)."""
+    import optuna_merge3.reference._import as imp
+
+    real = imp.import_responses
+
+    def checked(*args, **kwargs):
+        try:
+            return real(*args, **kwargs)
+        except ValueError as exc:
+            assert "\n" not in str(exc), str(exc)
+            raise
+
+    monkeypatch.setattr(sys.modules[__name__], "import_responses", checked)
 
 
 def _rows(matrix) -> dict[str, list[float]]:
