@@ -39,6 +39,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from ._fit_report import irt_fit_report
 
     config = load_config(args.config)
+    seed = config.seed if args.seed is None else args.seed
     bar = tqdm(total=None, unit="model", desc=f"[reference] {args.task}")
 
     def on_model(done: int, total: int, name: str, cached: bool) -> None:
@@ -48,7 +49,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     try:
         result = build_reference(config, args.task, models=args.models or (),
-                                 random_merges=args.random_merges, seed=args.seed, out=args.out,
+                                 random_merges=args.random_merges, seed=seed, out=args.out,
                                  overwrite=args.overwrite, on_model=on_model)
     finally:
         bar.close()
@@ -61,7 +62,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     endpoints = [result.models.index(e) for e in config.merge.endpoints]
     judged = task.estimator if task.estimator in ("pirt", "mpirt", "gmpirt") else "gmpirt"
     report = irt_fit_report(result.values, config.irt.n_dims, endpoints=endpoints,
-                            estimator=judged, n_items=task.n_items, random_state=args.seed)
+                            estimator=judged, n_items=task.n_items, random_state=seed)
     for line in report.lines():
         _say(line)
     return 0
@@ -93,7 +94,8 @@ def add_reference_commands(sub: Any) -> None:
     build.add_argument("--task", required=True, help="task name in the config")
     build.add_argument("--models", nargs="*", help="extra local checkpoint folders")
     build.add_argument("--random-merges", type=int, default=0, metavar="K")
-    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--seed", type=int, help="seed of the random merges (default: the "
+                       "study's seed)")
     build.add_argument("--out", help="CSV to write (default: the task's reference path)")
     build.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
     build.set_defaults(func=cmd_build)
