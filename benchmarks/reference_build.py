@@ -11,6 +11,11 @@ report on the population the tiny world ships (68 models: checkpoints, a second 
 built by studies/tiny_world/build_world.py).
 
 Usage: nice -n 10 python benchmarks/reference_build.py [--ks 8 16 32 64 128] [--out FILE.md]
+
+``--real``: instead, the same report on REAL populations of growing size: random subsets of the
+metabench ARC v1 models (../shared/data/leaderboard, Open LLM Leaderboard responses; skipped
+when absent), naive vs p-IRT with the library's defaults, d = 2 and 10
+(-> benchmarks/results/reference_size_real.md).
 """
 
 from __future__ import annotations
@@ -46,12 +51,61 @@ def _row(task: str, label: str, n: int, seconds: str, report) -> str:
             f"{'yes' if report.helps else 'no'} |")
 
 
+def real_sizes(out: Path, sizes: list[int], seeds: int) -> None:
+    """The fit report on random subsets of real leaderboard models (no endpoints: p-IRT)."""
+    import numpy as np
+
+    data = REPO / ".." / "shared" / "data" / "leaderboard" / "metabench"
+    path = data / "arc_v1_responses_train.csv.gz"
+    if not path.is_file():
+        print(f"skipped: {path} not found")
+        return
+    names, _, values = load_reference_responses(path)
+    lines = [
+        "# The fit report on real populations of growing size",
+        "",
+        f"`python benchmarks/reference_build.py --real` ({platform.machine()}): ARC v1 "
+        f"(metabench, {len(names)} Open LLM Leaderboard models x {values.shape[1]} items); "
+        f"for each size, {seeds} random subsets of the models; `irt_fit_report` (5-fold, "
+        "n = 20 items, 5 subsets per held-out model, library defaults); mean over the subsets "
+        "(min-max of the p-IRT / naive ratio in brackets).",
+        "",
+        "| models | d | log-loss IRT / item mean | MAE naive | MAE p-IRT | p-IRT / naive | helps |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for size in sizes:
+        for d in (2, 10):
+            if d >= size:
+                continue
+            reports = []
+            for seed in range(seeds):
+                rows = np.random.default_rng([size, seed]).choice(len(names), size, replace=False)
+                reports.append(irt_fit_report(values[rows], d, n_items=20, random_state=seed))
+            ratio = [r.mae["pirt"] / r.mae["naive"] for r in reports]
+            lines.append(
+                f"| {size} | {d} | {np.mean([r.logloss_irt for r in reports]):.3f} / "
+                f"{np.mean([r.logloss_item_mean for r in reports]):.3f} | "
+                f"{np.mean([r.mae['naive'] for r in reports]):.4f} | "
+                f"{np.mean([r.mae['pirt'] for r in reports]):.4f} | {np.mean(ratio):.2f}x "
+                f"({min(ratio):.2f}-{max(ratio):.2f}) | {sum(r.helps for r in reports)}/{seeds} |")
+            print(lines[-1], flush=True)
+    out.write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ks", type=int, nargs="+", default=[8, 16, 32, 64, 128])
     parser.add_argument("--tasks", nargs="+", default=["math_it", "qa_en"])
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/reference_build.md")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--real", action="store_true", help="real populations of growing size")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[8, 16, 32, 64, 128, 512])
+    parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
+    if args.real:
+        real_sizes(args.out or REPO / "benchmarks/results/reference_size_real.md", args.sizes,
+                   args.seeds)
+        return
+    args.out = args.out or REPO / "benchmarks/results/reference_build.md"
     config_path = REPO / "studies/tiny_world.toml"
     lines = [
         "# `reference build` on the tiny world",
