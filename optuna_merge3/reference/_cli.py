@@ -27,6 +27,11 @@ def cmd_import(args: argparse.Namespace) -> int:
     write_responses(args.out, matrix.models, matrix.item_ids, matrix.values)
     _say(matrix.summary())
     _say(f"wrote {args.out}")
+    if args.fit_report:
+        from ._fit_report import irt_fit_report
+
+        for line in irt_fit_report(matrix.values, args.fit_report).lines():
+            _say(line)
     return 0
 
 
@@ -85,6 +90,8 @@ def add_reference_commands(sub: Any) -> None:
     imp.add_argument("--item-key", default="doc_id",
                      help="lm-eval item id: doc_id (default) or doc.<field>")
     imp.add_argument("--scenario", help="tinyBenchmarks pickle scenario")
+    imp.add_argument("--fit-report", type=int, metavar="D",
+                     help="also cross-validate a d = D 2PL on it (does IRT help?)")
     imp.set_defaults(func=cmd_import)
     build = commands.add_parser(
         "build", help="Evaluate local checkpoints and random merges on a task.",

@@ -258,6 +258,18 @@ def test_cli_import_prints_the_summary_and_fails_in_one_line(tmp_path: Path, cap
     assert code == 2 and "3 item id(s) are not items of task 'math_en'" in err
 
 
+def test_cli_import_fit_report(tmp_path: Path, capsys) -> None:
+    if not SHARED.is_dir():
+        pytest.skip(f"real leaderboard data not found at {SHARED}")
+    lines = gzip.decompress((SHARED / "arc_v1_responses_train.csv.gz").read_bytes()).decode()
+    (tmp_path / "arc300.csv").write_text("\n".join(lines.splitlines()[:301]) + "\n")
+    assert main(["reference", "import", "--format", "metabench", str(tmp_path / "arc300.csv"),
+                 "--out", str(tmp_path / "t.csv.gz"), "--fit-report", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "IRT fit, 5-fold over 300 models x 100 items, d=2:" in out
+    assert "-> IRT helps (pirt beats the naive mean)" in out  # 300 real models are enough
+
+
 def test_real_metabench_arc_v1_v2(tmp_path: Path) -> None:
     if not SHARED.is_dir():
         pytest.skip(f"real leaderboard data not found at {SHARED}")
