@@ -74,7 +74,7 @@ def build_reference(config: Any, task_name: str, *, models: Sequence[str | Path]
             the same name, K < 0, or an existing output without ``overwrite``.
     """
     from optuna_merge3 import evaluation
-    from optuna_merge3.pipeline import correctness_cache
+    from optuna_merge3.pipeline import correctness_cache, load_task
     from optuna_merge3.runner import StudyRunner
 
     started = time.perf_counter()
@@ -92,9 +92,10 @@ def build_reference(config: Any, task_name: str, *, models: Sequence[str | Path]
     if path.exists() and not overwrite:
         raise ValueError(f"{path} exists; pass --out elsewhere, or --overwrite to replace it "
                          "(models already evaluated come from the cache)")
-    task = evaluation.load_task(task_config.path)
     runner = runner or StudyRunner(config)
     merger, model, tokenizer = runner.merger, runner.model, runner.tokenizer
+    # the study's own loading: a task file or an lm-eval task, with the entry's overrides
+    task = load_task(task_config, config.evaluation.lm_eval_backend, tokenizer)
     members = _members(merger, runner.space, models, random_merges, seed,
                        config.evaluation.quantization)
     cache = correctness_cache(config)
