@@ -85,7 +85,8 @@ def add_reference_commands(sub: Any) -> None:
     imp.add_argument("files", nargs="+", help="input files; NAME=FILE names a file's model")
     imp.add_argument("--out", required=True, help="responses CSV to write (.csv or .csv.gz)")
     imp.add_argument("--task", help="task file (JSONL / CSV): items must be its items")
-    imp.add_argument("--metric", help="per-item metric (default: the only 0/1 one)")
+    imp.add_argument("--metric", help="per-item metric (default: the only 0/1 one); lm-eval's "
+                     "'<metric>,<filter>' also sets --filter")
     imp.add_argument("--filter", help="lm-eval filter (default: the only one)")
     imp.add_argument("--item-key", default="doc_id",
                      help="lm-eval item id: doc_id (default) or doc.<field>")

@@ -45,6 +45,8 @@ def import_responses(format: str, files: Sequence[str | Path], *, task: Any = No
         task: an :class:`~optuna_merge3.evaluation.Task`: columns in its item order, items it
             does not have are an error.
         metric: per-item metric key (lm-eval samples, details); default: the only 0/1 one.
+            lm-eval's ``<metric>,<filter>`` (as in its results and ``lm_eval_metric``) also
+            sets the filter.
         filter_name: lm-eval filter (default: the only one of the file).
         item_key: lm-eval item id: ``doc_id`` or ``doc.<field>``.
         scenario: tinyBenchmarks pickle scenario (e.g. ``harness_arc_challenge_25``).
@@ -54,6 +56,9 @@ def import_responses(format: str, files: Sequence[str | Path], *, task: Any = No
     """
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; valid: {list(FORMATS)}")
+    if metric and "," in metric and format == "lm-eval-samples":  # lm-eval's "<metric>,<filter>"
+        metric, _, given = metric.partition(",")
+        filter_name = filter_name or given
     if not files:
         raise ValueError("no input files")
     _check_one_task(format, [parse_file_spec(str(s))[1] for s in files])

@@ -71,6 +71,8 @@ def test_lm_eval_samples_give_lm_evals_own_per_item_metric() -> None:
         assert row.mean() == results["results"]["tiny_math_en"]["exact_match,first-number"]
     whole = import_responses("lm-eval-samples", [LANG_IT], filter_name="whole")
     assert whole.values.tolist() == [[0.0] * 8]
+    same = import_responses("lm-eval-samples", [LANG_IT], metric="exact_match,first-number")
+    assert same.values.tolist() == m.values[1:].tolist()  # lm-eval's "<metric>,<filter>" key
 
 
 def test_lm_eval_item_ids_from_the_doc_and_task_order(tmp_path: Path) -> None:
