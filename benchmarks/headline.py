@@ -60,7 +60,8 @@ from optuna_merge3 import evaluation, irt
 from optuna_merge3.config import StudyConfig, load_config
 from optuna_merge3.objective import genotype_seed
 from optuna_merge3.runner import StudyRunner
-from optuna_merge3.study import create_sampler, prune_if_duplicate, seed_population
+from optuna_merge3.study import create_sampler, seed_population
+from optuna_merge3.workers import claim_genotype
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -181,7 +182,7 @@ def run_search(world: World, variant: Variant, task_names: list[str], seed: int,
 
     def objective(trial: optuna.Trial) -> list[float]:
         params = world.space.suggest(trial)
-        prune_if_duplicate(trial, params)
+        claim_genotype(trial, params)
         values = []
         for setup in setups:
             name = setup.config.name

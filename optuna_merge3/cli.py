@@ -17,7 +17,31 @@ __all__ = ["main"]
 
 
 def _say(message: str) -> None:
-    print(message, flush=True)
+    from optuna_merge3.redaction import redact
+
+    print(redact(message), flush=True)
+
+
+class _RedactingFormatter(logging.Formatter):
+    """Log lines (and their tracebacks) with every storage password masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from optuna_merge3.redaction import redact
+
+        return redact(super().format(record))
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is: Optuna fails the running trial as for Ctrl-C."""
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    import signal
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # no "Trial N failed" traceback
+    raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 def _runner(args: argparse.Namespace) -> Any:
@@ -41,18 +65,40 @@ def _print_results(runner: Any, truth: bool = True) -> list[Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import signal
+
+    from optuna_merge3.redaction import redact
     from optuna_merge3.report import write_report
 
     runner = _runner(args)
-    study = runner.run(n_trials=args.n_trials, show_progress=True)
+    import threading
+
+    ours = threading.current_thread() is threading.main_thread()  # handlers: main thread only
+    previous = {sig: signal.signal(sig, _on_signal)
+                for sig in (signal.SIGTERM, signal.SIGINT) if ours}
+    try:
+        study = runner.run(n_trials=args.n_trials, show_progress=True)
+    except KeyboardInterrupt as exc:
+        for sig in previous:  # a second signal while we clean up
+            signal.signal(sig, signal.SIG_IGN)
+        requeued = runner.requeue_interrupted()
+        what = "SIGTERM" if isinstance(exc, _Terminated) else "Ctrl-C"
+        trials = (f"trial(s) {requeued} failed and re-queued for the next run"
+                  if requeued else "no trial was running")
+        print(f"optuna-merge3 run: stopped by {what}; {trials}", file=sys.stderr, flush=True)
+        return 0 if isinstance(exc, _Terminated) else 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     rows = _print_results(runner)
     png, md = write_report(study, rows, [t.name for t in runner.config.tasks],
                            runner.config.out_dir)
     _say(f"\nReport: {png} and {md}")
     again = runner.cli_args()  # with --storage when it was given: the same study, not a new one
-    _say(f"Inspect: optuna-merge3 dashboard {again}   "
-         f"(or: optuna-dashboard {runner.storage} --artifact-dir "
-         f"{runner.config.out_dir / 'artifacts'})")
+    storage = runner.storage
+    hidden = " (password hidden)" if redact(storage) != storage else ""
+    _say(f"Inspect: optuna-merge3 dashboard {again}   (or, without the per-trial answers "
+         f"stored in the study: optuna-dashboard {storage}{hidden})")
     _say(f"Export a merge: optuna-merge3 export {again} TRIAL --out merged/")
     return 0
 
@@ -92,6 +138,35 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_repair(args: argparse.Namespace) -> int:
+    from optuna_merge3 import workers
+
+    runner = _runner(args)
+    study = runner.open_study(create=False)
+    running = workers.stale_trials(study, all_running=True)
+    dead = {t.number for t in workers.stale_trials(study)}
+    if not running:
+        _say(f"study {runner.config.name!r}: no RUNNING trial; nothing to repair")
+        return 0
+    for trial in running:
+        known = "dead (recognised)" if trial.number in dead else "no worker seen alive here"
+        _say(f"trial {trial.number}: RUNNING, {workers.describe_worker(trial)}; {known}")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            _say(f"Make sure no worker runs this study, then: optuna-merge3 repair {args.config}"
+                 " --yes (fails these trials and re-queues their genotypes)")
+            return 1
+        answer = input(f"Fail and re-queue these {len(running)} trial(s)? No worker may be "
+                       "running them. [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            _say("nothing changed")
+            return 1
+    failed = workers.fail_and_requeue(study, running)
+    _say(f"failed and re-queued {failed} trial(s); `optuna-merge3 run {args.config}` finishes "
+         "the study")
+    return 0
+
+
 def dashboard_server(runner: Any, host: str = "127.0.0.1", port: int = 8080) -> Any:
     """optuna-dashboard's WSGI app on the study and its artifact store, bound to ``host:port``
     (port 0: a free one, see ``server.server_port``); call ``serve_forever()`` on it.
@@ -127,6 +202,15 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("optuna-merge3")
+    except PackageNotFoundError:  # a source checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for the docs and tests)."""
     parser = argparse.ArgumentParser(
@@ -134,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evolutionary model merging with MERGE^3 fitness estimation, on Optuna.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, func: Any, help_: str) -> argparse.ArgumentParser:
@@ -146,8 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = add("run", cmd_run, "Extract, Estimate (cached) and Evolve; resumes a study.")
     run.add_argument("--n-trials", type=int, help="global budget of complete trials")
     run.add_argument("--heartbeat", type=int, default=None,
-                     help="heartbeat seconds of an RDB storage (default 30, 0: off): the trial "
-                          "of a killed worker is failed and retried")
+                     help="heartbeat seconds (default 30): the trial of a killed worker is "
+                          "failed and retried. 0 (off) only on SQLite or a journal file, where "
+                          "a dead worker is recognised by its pid")
     add("estimate", cmd_estimate, "Only Extract and Estimate (IRT fit, endpoint abilities).")
     best = add("best", cmd_best, "Print the Pareto front / best trial next to the endpoints.")
     best.add_argument("--no-truth", action="store_true",
@@ -157,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="output folder")
     report = add("report", cmd_report, "Write report.png and report.md.")
     report.add_argument("--out", help="output folder (default: the study's out_dir)")
+    repair = add("repair", cmd_repair,
+                 "Fail and re-queue RUNNING trials left by killed workers (asks first).")
+    repair.add_argument("--yes", action="store_true", help="do not ask; no worker may be running")
     dash = add("dashboard", cmd_dashboard, "Serve optuna-dashboard on the study + artifacts.")
     dash.add_argument("--host", default="127.0.0.1")
     dash.add_argument("--port", type=int, default=8080, help="0: any free port")
@@ -169,19 +258,28 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``optuna-merge3`` command."""
     args = build_parser().parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.setFormatter(_RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from optuna_merge3.config import ConfigError
-    from optuna_merge3.study import SignatureMismatchError
-
+                        handlers=[handler], force=True)
     try:
-        return args.func(args)
-    except (ConfigError, SignatureMismatchError, ValueError, OSError) as exc:
-        print(f"optuna-merge3 {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna.logging.disable_default_handler()  # Optuna logs through the redacting handler
+        optuna.logging.enable_propagation()
+        from optuna_merge3.config import ConfigError
+        from optuna_merge3.redaction import redact
+        from optuna_merge3.study import SignatureMismatchError
+
+        try:
+            return args.func(args)
+        except (ConfigError, SignatureMismatchError, ValueError, OSError, RuntimeError) as exc:
+            print(f"optuna-merge3 {args.command}: error: {redact(str(exc))}", file=sys.stderr)
+            return 2
+    except KeyboardInterrupt:  # Ctrl-C outside a study run (loading, Estimate, a report)
+        print(f"optuna-merge3 {args.command}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

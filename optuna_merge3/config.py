@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+from optuna_merge3.fingerprint import input_fingerprints
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -423,6 +425,7 @@ class StudyConfig:
             "irt": _signature_of(self.irt),
             "seed": self.seed,
             **_signature_of(self.evaluation),
+            "inputs": input_fingerprints(self),  # content of the weights (fingerprint.py)
         }
 
     def signature_hash(self) -> str:

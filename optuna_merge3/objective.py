@@ -47,10 +47,16 @@ class Merge3Objective:
         setup: the Extract / Estimate output (:func:`~optuna_merge3.pipeline.prepare_fitness`).
         batch_size: generation batch size.
         seed: base seed for stochastic merge methods (combined with the genotype).
-        dedupe: prune a trial whose parameters equal an earlier complete trial's, linking it.
+        dedupe: claim each genotype in the storage before evaluating it; a trial whose
+            genotype another running or complete trial claimed is pruned and links it
+            (:func:`~optuna_merge3.workers.claim_genotype`).
         artifact_store: optional Optuna artifact store for per-trial answers (JSON).
         budget: a global budget of complete trials shared by every worker of the study
-            (:func:`~optuna_merge3.study.claim_budget_slot`); None for no limit.
+            (:func:`~optuna_merge3.workers.claim_budget_slot`); None for no limit.
+        say: where a worker waiting for a budget slot reports what it waits for (default: a
+            log warning).
+        beat_s: interval of the trial beat for storages without an Optuna heartbeat (journal
+            file, Redis), so a killed worker's trial is recognised from any host; None: off.
     """
 
     def __init__(
@@ -66,6 +72,8 @@ class Merge3Objective:
         dedupe: bool = True,
         artifact_store: Any | None = None,
         budget: int | None = None,
+        say: Any | None = None,
+        beat_s: float | None = None,
     ) -> None:
         self.merger = merger
         self.space = space
@@ -77,6 +85,8 @@ class Merge3Objective:
         self.dedupe = dedupe
         self.artifact_store = artifact_store
         self.budget = budget
+        self.say = say
+        self.beat_s = beat_s
 
     @property
     def metric_names(self) -> list[str]:
@@ -84,14 +94,14 @@ class Merge3Objective:
         return [f"{t.config.name} ({t.config.estimator})" for t in self.setup.tasks]
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
-        params = self.space.suggest(trial)
-        from optuna_merge3.study import claim_budget_slot, label_trial, prune_if_duplicate
+        from optuna_merge3.study import label_trial
+        from optuna_merge3.workers import run_claimed
 
         label_trial(trial)  # role: endpoint / uniform / search / retry
-        if self.dedupe:
-            prune_if_duplicate(trial, params)
-        if self.budget is not None:
-            claim_budget_slot(trial, self.budget)
+        return run_claimed(trial, self.space.suggest, self._evaluate_or_fail, budget=self.budget,
+                           dedupe=self.dedupe, beat_s=self.beat_s, say=self.say)
+
+    def _evaluate_or_fail(self, trial: optuna.Trial, params: dict[str, float]) -> list[float]:
         try:
             return self._evaluate(trial, params)
         except Exception as exc:  # a failed trial must never stop the study

@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 
 from optuna_merge3.config import StudyConfig, load_config
 from optuna_merge3.pipeline import FitnessSetup, correctness_cache, prepare_fitness
+from optuna_merge3.redaction import redact
 
 __all__ = ["DEFAULT_HEARTBEAT_S", "StudyRunner", "TrialSummary"]
 
@@ -120,12 +121,27 @@ class StudyRunner:
 
     @property
     def setup(self) -> FitnessSetup:
-        """Extract + Estimate (cached on disk under ``out_dir/estimate``)."""
+        """Extract + Estimate: read from the study's storage when a worker stored it there,
+        else computed (cached on disk under ``out_dir/estimate``) and stored with the study."""
         if self._setup is None:
-            self._setup = prepare_fitness(
+            self._setup = self._stored_estimate() or prepare_fitness(
                 self.config, self.merger, self.model, self.tokenizer, progress=self.progress
             )
         return self._setup
+
+    def _stored_estimate(self) -> FitnessSetup | None:
+        """The Estimate results another worker stored in the (signature-checked) study."""
+        from optuna_merge3 import study as study_lib
+        from optuna_merge3.shared_state import load_estimate
+
+        study = self._study
+        if study is None and self._checked:
+            study = study_lib.load_existing_study(self.config.name, self.open_storage())
+        setup = load_estimate(study, self.config, self.tokenizer) if study is not None else None
+        if setup is not None:
+            self.progress("[estimate] IRT fit, endpoint answers and subsets read from the study "
+                          "storage")
+        return setup
 
     @property
     def objective(self) -> Any:
@@ -142,16 +158,41 @@ class StudyRunner:
             seed=self.config.seed,
             artifact_store=self.artifact_store,
             budget=self.config.n_trials,
+            say=self.progress,
+            beat_s=self.heartbeat_interval if self._journal else None,
         )
 
     @property
-    def artifact_store(self) -> Any:
-        """A file-system artifact store under ``out_dir/artifacts`` (optuna-dashboard shows it)."""
-        from optuna.artifacts import FileSystemArtifactStore
+    def _journal(self) -> bool:
+        from optuna_merge3.study import is_journal
 
-        path = self.config.out_dir / "artifacts"
-        path.mkdir(parents=True, exist_ok=True)
-        return FileSystemArtifactStore(str(path))
+        return is_journal(self.storage)
+
+    def _check_heartbeat(self) -> None:
+        """Refuse a study without any heartbeat where a killed worker could block it.
+
+        SQLite and journal files live on one machine: a dead worker's trial is recognised there
+        by its recorded pid. On PostgreSQL / MySQL / Redis workers may run on other machines,
+        whose dead processes only a heartbeat reveals.
+        """
+        local = self.storage.startswith("sqlite:") or (
+            self._journal and not self.storage.startswith(("redis", "unix")))
+        if not self.heartbeat_interval and not local:
+            raise ValueError(
+                f"--heartbeat 0 on {redact(self.storage)}: a worker killed on another machine "
+                "would leave its trial RUNNING and every other worker waiting for it; keep a "
+                f"heartbeat (default {DEFAULT_HEARTBEAT_S} s)")
+
+    @property
+    def artifact_store(self) -> Any:
+        """The study's artifact store, inside its storage (``optuna-merge3 dashboard`` shows
+        it): every worker reads and writes it with nothing but the storage."""
+        return self._artifact_store_of(self._study or self.open_study(create=False))
+
+    def _artifact_store_of(self, study: optuna.Study) -> Any:
+        from optuna_merge3.shared_state import StudyArtifactStore
+
+        return StudyArtifactStore(self.open_storage(), study._study_id)
 
     @property
     def storage(self) -> str:
@@ -239,7 +280,7 @@ class StudyRunner:
                            or study_lib.load_existing_study(self.config.name,
                                                             self.open_storage()) is None):
             raise ValueError(
-                f"study {self.config.name!r} not found in {_redact_url(self.storage)} (nothing "
+                f"study {self.config.name!r} not found in {redact(self.storage)} (nothing "
                 f"was created); run `optuna-merge3 run {self.cli_args()}` first"
             )
         sampler_cfg = self.config.sampler
@@ -252,6 +293,11 @@ class StudyRunner:
             metric_names=[f"{t.name} ({t.estimator})" for t in self.config.tasks],
             normalize=portable_signature,
         )
+        if self._setup is not None and study_lib.SIGNATURE_KEY in study.user_attrs:
+            from optuna_merge3.shared_state import has_estimate, save_estimate
+
+            if not has_estimate(study):  # for workers on other machines
+                save_estimate(study, self._setup)
         if not resumed:
             self._write_note(study)
             if sampler_cfg.seed_population:
@@ -261,7 +307,7 @@ class StudyRunner:
         self.progress(
             f"[study] {'created' if not resumed else 'resumed' if create else 'opened'} "
             f"{self.config.name!r} in "
-            f"{_redact_url(self.storage)} ({_n_complete(study)} complete trials so far)"
+            f"{redact(self.storage)} ({_n_complete(study)} complete trials so far)"
         )
         self._study = study
         return study
@@ -273,7 +319,7 @@ class StudyRunner:
 
         where = shlex.quote(str(self.config.source or "CONFIG"))
         if self.storage_override:
-            where += f" --storage {shlex.quote(_redact_url(self.storage_override))}"
+            where += f" --storage {shlex.quote(redact(self.storage_override))}"
         return where
 
     def seed_genotypes(self) -> dict[str, dict[str, float]]:
@@ -292,6 +338,7 @@ class StudyRunner:
         The budget is global: a resume or a second worker only runs what is missing.
         """
         budget = n_trials or self.config.n_trials
+        self._check_heartbeat()
         if self._study is None and not self._checked:
             self.check()  # a bad config fails here, before a model is loaded or a study written
         _ = self.setup  # load + Extract + Estimate before the study is created or a trial timed
@@ -309,20 +356,26 @@ class StudyRunner:
             optuna.study.MaxTrialsCallback(budget, states=(TrialState.COMPLETE,)),
             _StopAfterAttempts(4 * budget),  # many NSGA-II repeats are pruned, not counted
         ]
+        if self.config.sampler.name in ("nsga2", "nsga3"):
+            from optuna_merge3.workers import CrowdWarning
+
+            callbacks.append(CrowdWarning(self.config.sampler.population_size, self.progress))
         if show_progress:
             callbacks.append(_ProgressBar(budget, done))
-        if done < budget:
-            started = time.perf_counter()
-            study.optimize(
-                objective,
-                n_trials=None,
-                timeout=self.config.timeout_s,
-                callbacks=callbacks,
-                gc_after_trial=False,
-            )
-        for callback in callbacks:
-            if hasattr(callback, "close"):
-                callback.close()
+        started = time.perf_counter()
+        try:
+            if done < budget:
+                study.optimize(
+                    objective,
+                    n_trials=None,
+                    timeout=self.config.timeout_s,
+                    callbacks=callbacks,
+                    gc_after_trial=False,
+                )
+        finally:  # also on SIGTERM / Ctrl-C, so the bar does not garble the last message
+            for callback in callbacks:
+                if hasattr(callback, "close"):
+                    callback.close()
         if done < budget:
             after = _n_complete(study)
             short = "" if after >= budget else (
@@ -330,6 +383,15 @@ class StudyRunner:
             self.progress(f"[evolve] {after - done} trials completed in "
                           f"{time.perf_counter() - started:.1f} s ({after}/{budget}){short}")
         return study
+
+    def requeue_interrupted(self) -> list[int]:
+        """After SIGTERM / Ctrl-C: re-queue the trial(s) this process was running (Optuna failed
+        them), so the next run evaluates those genotypes first. Returns their numbers."""
+        if self._study is None:
+            return []
+        from optuna_merge3.workers import requeue_interrupted
+
+        return requeue_interrupted(self._study)
 
     # -- inspection ----------------------------------------------------------------------------
     def full_accuracy(self, params: dict[str, float], seed: int | None = None) -> list[float]:
@@ -405,7 +467,8 @@ class StudyRunner:
             return
         from optuna_merge3.report import study_note
 
-        save_note(study, study_note(self.config, self._setup, self.cli_args()))
+        # the dashboard shows the note to anyone: no storage password in it
+        save_note(study, redact(study_note(self.config, self._setup, self.cli_args())))
 
     def _upload_estimate(self, study: optuna.Study) -> None:
         """The Estimate step's summary as the study-level artifact ``estimate.json`` (once)."""
@@ -415,7 +478,7 @@ class StudyRunner:
 
         if any(a.filename == ESTIMATE_ARTIFACT for a in get_all_artifact_meta(study)):
             return
-        upload_json_artifact(study, self.artifact_store, ESTIMATE_ARTIFACT,
+        upload_json_artifact(study, self._artifact_store_of(study), ESTIMATE_ARTIFACT,
                              self.setup.summary(details=True))
 
 
@@ -469,12 +532,6 @@ class _ProgressBar:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def _redact_url(url: str) -> str:
-    from optuna_merge3.study import _redact
-
-    return _redact(url)
 
 
 def _check_device(device: str, where: str) -> None:

@@ -6,38 +6,36 @@ Everything here works around an Optuna behaviour found on optuna 5.0 (DESIGN.md 
   samplers here tag them as generation 0 in ``before_trial``;
 - the sampler is not stored: a resume rebuilds it from the stored config signature, and refuses
   a config whose search space, tasks or sampler changed;
-- NSGA-II re-proposes identical parameter sets: a repeat is pruned and linked to the original;
-- several workers overfill a global budget: :func:`claim_budget_slot` lets exactly ``budget``
-  trials run to completion, whatever the number of workers.
+- NSGA-II re-proposes identical parameter sets, and several workers overfill a global budget:
+  both are handled in :mod:`optuna_merge3.workers` (genotype claims, budget slots).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.samplers import BaseSampler
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
+
+from optuna_merge3.redaction import redact
 
 __all__ = [
     "SAMPLERS",
     "SINGLE_OBJECTIVE_SAMPLERS",
     "SignatureMismatchError",
     "check_signature",
-    "claim_budget_slot",
     "create_or_resume_study",
     "create_sampler",
     "describe_signature_change",
+    "is_journal",
     "label_trial",
     "load_existing_study",
     "open_storage",
-    "prune_if_duplicate",
     "seed_population",
     "seed_role",
     "storage_file_missing",
@@ -51,7 +49,6 @@ SAMPLERS = ("nsga2", "nsga3", "cmaes", "tpe", "gp", "random")
 SINGLE_OBJECTIVE_SAMPLERS = ("cmaes",)
 SIGNATURE_KEY = "merge3:signature"
 SEEDED_KEY = "merge3:seeded"
-_DUPLICATE_KEY = "duplicate_of"
 SEED_KEY = "seed"  # a generation-0 seed's label: "endpoint:<name>" or "uniform"
 ROLE_KEY = "role"  # endpoint / uniform / search / retry, shown by optuna-dashboard
 ESTIMATE_ARTIFACT = "estimate.json"  # the study-level artifact of the Estimate step
@@ -135,24 +132,26 @@ def create_sampler(
 def open_storage(
     storage: str | Path, *, heartbeat_interval: int | None = None, max_retry: int = 3
 ) -> optuna.storages.BaseStorage:
-    """Open an RDB URL (``sqlite:///...``, ``postgresql://...``) or a journal file.
+    """Open an RDB URL (``sqlite:///...``, ``postgresql://...``), a Redis journal or a journal file.
 
-    With ``heartbeat_interval`` (seconds) a worker that dies mid-trial leaves a stale trial that
-    another worker fails and re-queues (``RetryHeartbeatStaleTrialCallback``), so the study still
-    completes. A path ending in ``.log`` / ``.jsonl`` (or ``journal:PATH``) is a journal file.
+    With ``heartbeat_interval`` (seconds) a worker of an RDB storage that dies mid-trial leaves a
+    stale trial that another worker fails and re-queues (``RetryHeartbeatStaleTrialCallback``), so
+    the study still completes. Journal storages have no Optuna heartbeat: there the objective's own
+    beat (:mod:`optuna_merge3.workers`) marks a dead worker's trial. ``redis://HOST:PORT/DB`` is
+    Optuna's ``JournalRedisBackend`` (an optional ``?prefix=NAME`` keeps several users' logs
+    apart); a path ending in ``.log`` / ``.jsonl`` (or ``journal:PATH``) is a journal file.
 
     Raises:
         ValueError: the storage cannot be opened; the message names the URL and the cause.
     """
     text = str(storage)
+    if text.startswith(("redis://", "rediss://", "unix://")):
+        return _open_redis_journal(text)
     if text.startswith("journal:") or text.endswith((".log", ".jsonl")):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         path = Path(text.removeprefix("journal:"))
         path.parent.mkdir(parents=True, exist_ok=True)
-        if heartbeat_interval:
-            _logger.warning("journal storage %s has no heartbeat: a killed worker's trial "
-                            "stays RUNNING; use an RDB storage to retry it", path)
         return JournalStorage(JournalFileBackend(str(path)))
     if "://" not in text:
         raise ValueError(
@@ -176,7 +175,39 @@ def open_storage(
         try:
             return optuna.storages.RDBStorage(text, **kwargs)
         except Exception as exc:  # sqlalchemy raises many types; the user needs URL + cause
-            raise ValueError(f"storage {_redact(text)}: cannot open it: {exc}") from exc
+            raise ValueError(f"storage {redact(text)}: cannot open it: {redact(str(exc))}") from exc
+
+
+def is_journal(storage: str | Path) -> bool:
+    """Whether ``storage`` names a journal (Redis or file), which has no Optuna heartbeat."""
+    text = str(storage)
+    return text.startswith(("redis://", "rediss://", "unix://", "journal:")) or text.endswith(
+        (".log", ".jsonl"))
+
+
+def _open_redis_journal(url: str) -> optuna.storages.BaseStorage:
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    try:
+        import redis  # noqa: F401 - JournalRedisBackend needs it
+        from optuna.storages.journal import JournalRedisBackend, JournalStorage
+    except ImportError as exc:
+        raise ValueError(f"storage {redact(url)}: Redis needs the `redis` package "
+                         "(pip install 'optuna-merge3[redis]')") from exc
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    prefix = query.pop("prefix", "")
+    plain = urlunsplit(parts._replace(query=urlencode(query)))
+    import warnings
+
+    with warnings.catch_warnings():  # JournalRedisBackend is "experimental" since Optuna 3.1
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            backend = JournalRedisBackend(plain, prefix=prefix)
+            backend._redis.ping()  # fail here, naming the URL, not in the first trial
+            return JournalStorage(backend)
+        except Exception as exc:  # redis raises several connection error types
+            raise ValueError(f"storage {redact(url)}: cannot open it: {redact(str(exc))}") from exc
 
 
 def storage_file_missing(storage: str | Path) -> bool:
@@ -222,6 +253,11 @@ def check_signature(
     if stored is not None:
         old = normalize(stored) if normalize else stored
         new = normalize(new) if normalize else new
+        if isinstance(old, dict) and isinstance(new, dict) and "inputs" in new and (
+                "inputs" not in old):
+            _logger.warning("study %r was created before input fingerprints: the content of its "
+                            "weights and reference files cannot be compared", study.study_name)
+            new = {k: v for k, v in new.items() if k != "inputs"}
         if old != new:
             raise SignatureMismatchError(
                 f"study {study.study_name!r} exists with a different config; refusing to resume "
@@ -382,80 +418,6 @@ def _role_note(role: str, trial: FrozenTrial) -> str:
     return what[role] + " of the search, evaluated like every trial."
 
 
-def prune_if_duplicate(trial: optuna.Trial, params: Mapping[str, float]) -> None:
-    """Prune a trial whose parameters equal an earlier complete trial's (NSGA-II repeats).
-
-    The pruned trial links the original in its ``duplicate_of`` user attribute.
-    """
-    for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if other.number != trial.number and _same_params(other.params, params):
-            trial.set_user_attr(_DUPLICATE_KEY, other.number)
-            raise optuna.TrialPruned(f"same parameters as trial {other.number}")
-
-
-def _same_params(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    return a.keys() == b.keys() and all(
-        math.isclose(float(a[k]), float(b[k]), rel_tol=0, abs_tol=1e-12) for k in a
-    )
-
-
-def claim_budget_slot(
-    trial: optuna.Trial, budget: int, *, poll_s: float = 0.5, timeout_s: float = 3600.0
-) -> None:
-    """Let a trial run only if it can be one of the first ``budget`` complete trials.
-
-    Several workers each running ``optimize`` with ``MaxTrialsCallback`` overshoot the budget
-    (every running trial completes). Here a trial counts the complete trials plus the running
-    ones created before it; while that reaches the budget it waits (those may still fail and free
-    a slot), and once the budget is met it is pruned and the study stopped.
-
-    Queued trials (enqueued seeds, and the copies ``RetryHeartbeatStaleTrialCallback`` makes of
-    a killed worker's trial) go first: a freshly sampled trial that would take the last free
-    slot while such a trial waits is pruned, so the queued one runs instead. Stale trials of
-    killed workers are failed while waiting (heartbeat storages only; without a heartbeat a
-    killed worker's RUNNING trial holds its slot until ``timeout_s``).
-
-    Raises:
-        optuna.TrialPruned: the budget is already met, or the slot goes to a queued trial.
-        RuntimeError: no slot came free within ``timeout_s``.
-    """
-    import warnings
-
-    study = trial.study
-    deadline = time.monotonic() + timeout_s
-    states = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
-    while True:
-        trials = study.get_trials(deepcopy=False, states=states)
-        complete = sum(t.state == TrialState.COMPLETE for t in trials)
-        earlier_running = sum(
-            t.state == TrialState.RUNNING and t.number < trial.number for t in trials
-        )
-        waiting = [t.number for t in trials if t.state == TrialState.WAITING]
-        mine = next((t for t in trials if t.number == trial.number), None)
-        queued = mine is not None and _is_queued(mine)
-        if complete >= budget:
-            trial.set_user_attr("budget", "exhausted")
-            study.stop()
-            raise optuna.TrialPruned(f"trial budget of {budget} complete trials is met")
-        taken = complete + earlier_running
-        if taken + (0 if queued else len(waiting)) < budget:
-            return
-        if taken < budget and waiting and not queued:
-            trial.set_user_attr("budget", f"slot left to queued trial {waiting[0]}")
-            raise optuna.TrialPruned(f"the free budget slot goes to queued trial {waiting[0]}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"waited {timeout_s:.0f} s for a trial budget slot")
-        with warnings.catch_warnings():  # fail_stale_trials is "experimental" in Optuna
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-        time.sleep(poll_s)
-
-
-def _is_queued(trial: FrozenTrial) -> bool:
-    """Whether a trial came from the queue (``enqueue_trial`` or a heartbeat retry)."""
-    return "fixed_params" in trial.system_attrs or "failed_trial" in trial.system_attrs
-
-
 def upload_json_artifact(
     trial: optuna.Trial | FrozenTrial | optuna.Study, store: Any, name: str, payload: Any
 ) -> str:
@@ -475,13 +437,3 @@ def upload_json_artifact(
             study_or_trial=trial, file_path=str(path), artifact_store=store,
             mimetype="application/json",
         )
-
-
-def _redact(url: str) -> str:
-    """Hide a password in a database URL before it goes into an error message."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        user = credentials.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
-    return url

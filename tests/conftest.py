@@ -32,3 +32,26 @@ def postgres_url() -> Iterator[str]:
             )
             cur.execute(f"DROP DATABASE IF EXISTS {name}")
         admin.close()
+
+
+REDIS_SERVER = os.environ.get("MERGE3_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis journal URL with a unique key prefix on the local server; its keys are deleted
+    afterwards (skips when no server is reachable)."""
+    redis = pytest.importorskip("redis", reason="redis (the `redis` extra)")
+    client = redis.Redis.from_url(REDIS_SERVER, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"no Redis server reachable at {REDIS_SERVER}: {exc}")
+    prefix = f"merge3_test_{uuid.uuid4().hex[:10]}"
+    try:
+        yield f"{REDIS_SERVER}?prefix={prefix}"
+    finally:
+        keys = list(client.scan_iter(f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()

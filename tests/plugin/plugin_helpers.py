@@ -165,3 +165,35 @@ def copy_study(tiny_run: TinyStudy, root: Path) -> TinyStudy:
 def copy_estimate_cache(tiny_run: TinyStudy, out_dir: Path) -> None:
     """Reuse the finished study's IRT fit and endpoint correctness (same world, same seed)."""
     shutil.copytree(tiny_run.out_dir / "estimate", out_dir / "estimate")
+
+
+def copy_world(dst: Path) -> Path:
+    """``studies/tiny_world.toml`` and the files it names, under ``dst`` (a moved repo)."""
+    world = STUDIES / "tiny_world"
+    for rel in ("models/base", "models/math_en", "models/lang_it", "tasks", "reference"):
+        shutil.copytree(world / rel, dst / "tiny_world" / rel)
+    shutil.copy(STUDIES / "tiny_world.toml", dst / "tiny_world.toml")
+    return dst / "tiny_world.toml"
+
+
+# ``python -c HANG_IN_SECOND_TRIAL MARKER run CONFIG ...``: the real CLI, whose second trial's
+# merge writes MARKER and then sleeps until the test kills or signals the process.
+HANG_IN_SECOND_TRIAL = """
+import sys, time
+from pathlib import Path
+from optuna_merge3.merging import InMemoryMerger
+
+marker, argv = Path(sys.argv[1]), sys.argv[2:]
+apply, calls = InMemoryMerger.apply, []
+
+def hanging_apply(self, params, model, seed=0):
+    calls.append(params)
+    if len(calls) == 2:  # the second trial's merge: tell the test, then wait to be killed
+        marker.write_text("in trial")
+        time.sleep(600)
+    return apply(self, params, model, seed=seed)
+
+InMemoryMerger.apply = hanging_apply
+from optuna_merge3.cli import main
+sys.exit(main(argv))
+"""

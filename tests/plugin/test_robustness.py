@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,16 +22,19 @@ import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 from plugin_helpers import (
+    HANG_IN_SECOND_TRIAL,
     REPO,
     STUDIES,
     TinyStudy,
     copy_estimate_cache,
+    copy_world,
     sqlite_url,
     tiny_raw,
     write_config,
 )
 
 from optuna_merge3 import study as study_lib
+from optuna_merge3 import workers
 
 
 def _wait_for(path: Path, timeout_s: float, proc_alive) -> None:
@@ -97,7 +99,7 @@ def _pg_worker(url: str, name: str, budget: int, marker: str | None) -> None:
 
     def objective(trial: optuna.Trial) -> float:
         x = trial.suggest_float("x", 0.0, 1.0)
-        study_lib.claim_budget_slot(trial, budget, poll_s=0.05)
+        workers.claim_budget_slot(trial, budget, poll_s=0.05)
         if marker is not None and len(done) == 2:
             tmp = Path(marker + ".tmp")
             tmp.write_text(json.dumps({"trial": trial.number, "done": done}))
@@ -152,25 +154,6 @@ def test_worker_killed_mid_trial_on_postgres_is_retried_and_budget_met(
 
 
 # -- SQLite: the real CLI, killed mid-trial, then resumed -----------------------------------------
-_HANG_IN_SECOND_TRIAL = """
-import sys, time
-from pathlib import Path
-from optuna_merge3.merging import InMemoryMerger
-
-marker, argv = Path(sys.argv[1]), sys.argv[2:]
-apply, calls = InMemoryMerger.apply, []
-
-def hanging_apply(self, params, model, seed=0):
-    calls.append(params)
-    if len(calls) == 2:  # the second trial's merge: tell the test, then wait to be killed
-        marker.write_text("in trial")
-        time.sleep(600)
-    return apply(self, params, model, seed=seed)
-
-InMemoryMerger.apply = hanging_apply
-from optuna_merge3.cli import main
-sys.exit(main(argv))
-"""
 
 
 @pytest.mark.timeout(300)
@@ -187,7 +170,7 @@ def test_cli_run_killed_mid_trial_on_sqlite_resumes_to_the_budget(
     log = tmp_path / "run.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-c", _HANG_IN_SECOND_TRIAL, str(marker),
+            [sys.executable, "-c", HANG_IN_SECOND_TRIAL, str(marker),
              "run", str(config), "--heartbeat", "1"],
             cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
         )
@@ -221,15 +204,6 @@ def test_cli_run_killed_mid_trial_on_sqlite_resumes_to_the_budget(
 
 
 # -- a moved repository still resumes its studies -------------------------------------------------
-def _copy_world(dst: Path) -> Path:
-    """``studies/tiny_world.toml`` and the files it names, under ``dst`` (a moved repo)."""
-    world = STUDIES / "tiny_world"
-    for rel in ("models/base", "models/math_en", "models/lang_it", "tasks", "reference"):
-        shutil.copytree(world / rel, dst / "tiny_world" / rel)
-    shutil.copy(STUDIES / "tiny_world.toml", dst / "tiny_world.toml")
-    return dst / "tiny_world.toml"
-
-
 def test_signature_has_no_absolute_paths_and_a_moved_repo_resumes(
     existing_study: TinyStudy, tmp_path: Path
 ) -> None:
@@ -237,7 +211,7 @@ def test_signature_has_no_absolute_paths_and_a_moved_repo_resumes(
     from optuna_merge3.runner import StudyRunner
 
     original = load_config(STUDIES / "tiny_world.toml")
-    moved = load_config(_copy_world(tmp_path / "elsewhere" / "studies"))
+    moved = load_config(copy_world(tmp_path / "elsewhere" / "studies"))
     assert moved.merge.base != original.merge.base  # really other files
     assert moved.signature() == original.signature()
     assert str(REPO) not in json.dumps(original.signature())
@@ -275,12 +249,12 @@ def test_a_fresh_trial_leaves_the_last_slot_to_a_queued_retry() -> None:
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
     fresh = study.ask()  # sampled: nothing is queued yet
     study.enqueue_trial({"x": 0.5})  # e.g. RetryHeartbeatStaleTrialCallback's copy
-    study_lib.claim_budget_slot(fresh, budget=3, poll_s=0.01, timeout_s=1)  # room for both
+    workers.claim_budget_slot(fresh, budget=3, poll_s=0.01, timeout_s=1)  # room for both
     with pytest.raises(optuna.TrialPruned, match="goes to queued trial 2"):
-        study_lib.claim_budget_slot(fresh, budget=2, poll_s=0.01, timeout_s=1)
+        workers.claim_budget_slot(fresh, budget=2, poll_s=0.01, timeout_s=1)
     study.tell(fresh, state=TrialState.PRUNED)
     queued = study.ask()
-    study_lib.claim_budget_slot(queued, budget=2, poll_s=0.01, timeout_s=1)  # it runs
+    workers.claim_budget_slot(queued, budget=2, poll_s=0.01, timeout_s=1)  # it runs
     study.tell(queued, queued.suggest_float("x", 0, 1))
     assert queued.params == {"x": 0.5}
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 2

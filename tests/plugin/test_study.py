@@ -11,6 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 from optuna_merge3 import study as study_lib
+from optuna_merge3 import workers
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -19,7 +20,7 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 def _two_objectives(trial: optuna.Trial) -> tuple[float, float]:
     x = trial.suggest_float("x", 0.0, 1.0)
     y = trial.suggest_float("y", 0.0, 1.0)
-    study_lib.prune_if_duplicate(trial, trial.params)
+    workers.claim_genotype(trial, trial.params)
     return x + 0.1 * y, y - 0.1 * x
 
 
@@ -124,7 +125,7 @@ def _budget_worker(url: str, name: str, budget: int) -> None:
 
     def objective(trial: optuna.Trial) -> float:
         x = trial.suggest_float("x", 0, 1)
-        study_lib.claim_budget_slot(trial, budget, poll_s=0.05)
+        workers.claim_budget_slot(trial, budget, poll_s=0.05)
         time.sleep(0.05)
         return x
 
