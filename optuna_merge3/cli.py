@@ -171,7 +171,8 @@ def dashboard_server(runner: Any, host: str = "127.0.0.1", port: int = 8080) -> 
     """optuna-dashboard's WSGI app on the study and its artifact store, bound to ``host:port``
     (port 0: a free one, see ``server.server_port``); call ``serve_forever()`` on it.
 
-    The same app and threaded wsgiref server as ``optuna-dashboard STORAGE --artifact-dir``.
+    The same app and threaded wsgiref server as ``optuna-dashboard``, with the artifact store
+    inside the study storage (:class:`~optuna_merge3.shared_state.StudyArtifactStore`).
     """
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server

@@ -131,10 +131,12 @@ def test_the_study_note_is_readable_markdown(tiny_run: TinyStudy) -> None:
 
 
 def test_the_estimate_artifact_matches_what_the_trials_used(tiny_run: TinyStudy) -> None:
-    from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta
+    from optuna.artifacts import get_all_artifact_meta
+
+    from optuna_merge3.shared_state import StudyArtifactStore
 
     study = optuna.load_study(study_name="tiny", storage=tiny_run.storage)
-    store = FileSystemArtifactStore(str(tiny_run.out_dir / "artifacts"))
+    store = StudyArtifactStore(study._storage, study._study_id)  # artifacts live in the storage
     (meta,) = get_all_artifact_meta(study)
     assert meta.filename == "estimate.json" and meta.mimetype == "application/json"
     with store.open_reader(meta.artifact_id) as fh:
