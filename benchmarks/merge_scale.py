@@ -18,7 +18,9 @@ model's own bytes (it includes the interpreter + torch + transformers baseline, 
 squares line against L extrapolates memory and seconds to 32 layers (Mistral-7B's depth).
 
 Usage: nice -n 10 python benchmarks/merge_scale.py [--quick] [--root DIR] [--layers 1 2 4]
-       [--methods ...] [--lives fp nf4] [--trials 1] [--keep]
+       [--methods ...] [--lives fp nf4] [--trials 1] [--keep] [--jobs 1] [--cases FILE.jsonl]
+(``--jobs 2`` runs two cases at once: their memory peaks stay their own, their seconds share
+the CPU; ``--cases`` makes a long run resumable.)
 Prints a markdown table, writes ``merge_scale.png`` next to ``--out`` and ends with ONE JSON line.
 """
 
@@ -38,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-METHODS = ("ties", "dare_ties", "task_arithmetic")
+METHODS = ("task_arithmetic", "dare_ties", "ties")
 LIVES = ("fp", "nf4")
 ENDPOINTS = ("ep0", "ep1", "ep2")
 MISTRAL = {"hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32,
@@ -245,14 +247,34 @@ def line_fit(xs: list[int], ys: list[float], at: int) -> float:
 
 
 def build_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Run every case (``--jobs`` at a time); cases already in ``--cases`` are not rerun."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = [("mergekit", m, n, "fp") for m in args.methods for n in args.layers]
+    cases += [("ours", m, n, live) for m in args.methods for n in args.layers for live in args.lives]
+    done: dict[tuple, dict[str, Any]] = {}
+    log = Path(args.cases) if args.cases else None
+    if log is not None and log.is_file():
+        for line in log.read_text().splitlines():
+            entry = json.loads(line)
+            done[tuple(entry["case"])] = entry["result"]
+
+    def one(case: tuple) -> None:
+        result = run_case(args, *case)
+        done[case] = result
+        print(f"# {' '.join(map(str, case))}: {result}", file=sys.stderr, flush=True)
+        if log is not None:
+            with log.open("a") as handle:
+                handle.write(json.dumps({"case": list(case), "result": result}) + "\n")
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        list(pool.map(one, [c for c in cases if c not in done]))
     rows = []
     for method in args.methods:
         for layers in args.layers:
-            mk = run_case(args, "mergekit", method, layers)
-            print(f"# mergekit {method} L={layers}: {mk}", file=sys.stderr, flush=True)
+            mk = done[("mergekit", method, layers, "fp")]
             for live in args.lives:
-                ours = run_case(args, "ours", method, layers, live)
-                print(f"# ours {method} L={layers} {live}: {ours}", file=sys.stderr, flush=True)
+                ours = done[("ours", method, layers, live)]
                 rows.append({
                     "method": method, "layers": layers, "live": live, "mode": "stream",
                     **{k: ours[k] for k in ("peak_anon_gb", "peak_file_gb", "live_model_gb",
@@ -350,6 +372,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="write <out>.md / .json / .png")
     parser.add_argument("--keep", action="store_true", help="keep the checkpoints")
+    parser.add_argument("--jobs", type=int, default=1, help="cases run at the same time")
+    parser.add_argument("--cases", help="JSONL of finished cases: appended to, and not rerun")
     parser.add_argument("--worker", choices=("ours", "mergekit"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -381,7 +405,8 @@ def main(argv: list[str] | None = None) -> None:
     print(table)
     result = {"benchmark": "merge_scale", "rows": rows, "extrapolated_32_layers": extra,
               "beyond_live_growth": grow, "quick": args.quick, "threads": args.threads,
-              "trials": args.trials, "wall_s": time.perf_counter() - started}
+              "trials": args.trials, "jobs": args.jobs, "load_average": os.getloadavg(),
+              "wall_s": time.perf_counter() - started}
     if args.out:
         out = Path(args.out)
         out.with_suffix(".md").write_text(table + "\n")
