@@ -1,4 +1,4 @@
-"""``optuna-merge3`` command line: run | estimate | best | export | report | dashboard |
+"""``optuna-merge3`` command line: run | estimate | best | export | report | dashboard | plan |
 reference (import | build).
 
 The CLI is the only place that prints; the library logs. Every command takes the study's TOML
@@ -167,6 +167,17 @@ def cmd_repair(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from optuna_merge3.config import load_config
+    from optuna_merge3.runner import StudyRunner
+
+    runner = StudyRunner(load_config(args.config), storage=args.storage, progress=_say)
+    plan = runner.memory_plan
+    _say(plan.table())
+    plan.check(str(args.config))  # ConfigError: exit 2 with the numbers and a mode that fits
+    return 0
+
+
 def dashboard_server(runner: Any, host: str = "127.0.0.1", port: int = 8080) -> Any:
     """optuna-dashboard's WSGI app on the study and its artifact store, bound to ``host:port``
     (port 0: a free one, see ``server.server_port``); call ``serve_forever()`` on it.
@@ -247,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     repair = add("repair", cmd_repair,
                  "Fail and re-queue RUNNING trials left by killed workers (asks first).")
     repair.add_argument("--yes", action="store_true", help="do not ask; no worker may be running")
+    add("plan", cmd_plan, "Print the memory plan (safetensors headers only) and refuse a "
+        "config that cannot fit.")
     dash = add("dashboard", cmd_dashboard, "Serve optuna-dashboard on the study + artifacts.")
     dash.add_argument("--host", default="127.0.0.1")
     dash.add_argument("--port", type=int, default=8080, help="0: any free port")

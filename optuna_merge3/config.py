@@ -150,6 +150,15 @@ class MergeTable:
     blocks: int = setting(1, min=1, doc="layer blocks with their own genes")
     filters: list[str] = setting([], doc="tensor-name filters with their own genes")
     split: list[str] | None = setting(None, doc="parameters that get per-block / per-filter genes")
+    # The memory plan (optuna_merge3/plan.py): how the merge runs, not what it computes.
+    memory: str = setting("auto", choices=("auto", "resident", "stream"), signature=False,
+                          doc="auto: the fastest mode that fits; resident: inputs + caches kept")
+    inputs: str | None = setting(None, choices=(None, "cpu", "device"), signature=False,
+                                 doc="where inputs live between trials; unset: the plan picks")
+    device_memory_gb: float | None = setting(None, gt=0, signature=False,
+                                             doc="device budget; unset: what torch.cuda reports")
+    host_memory_gb: float | None = setting(None, gt=0, signature=False,
+                                           doc="host budget; unset: MemTotal of /proc/meminfo")
 
     def to_dict(self) -> dict[str, Any]:
         """The table as :meth:`MergeSpace.from_config` reads it (unset optional keys left out)."""
@@ -368,6 +377,10 @@ class StudyConfig:
                   for name, cls_ in _TABLES.items() if name != "tasks"}
         tasks = _tasks(raw.get("tasks"), root, where)
         merge = _resolved_merge(tables["merge"], root, where)
+        if merge.memory == "stream" and merge.inputs == "device":
+            raise ConfigError(f"{where}: merge.inputs: 'device' keeps the inputs on the device "
+                              "between trials, which is memory = 'resident'; streaming reads them "
+                              "from the host's page cache (inputs = 'cpu')")
         _check_merge_ranges(merge, where)
         sampler = tables["sampler"]
         single = _single_objective_samplers()
@@ -419,7 +432,7 @@ class StudyConfig:
         a moved repository (or another worker with another mount point) resumes the same study.
         """
         return {
-            "merge": portable_merge(dataclasses.asdict(self.merge)),
+            "merge": portable_merge(_signature_of(self.merge)),
             "tasks": [_signature_of(t, files=True) for t in self.tasks],
             "sampler": _signature_of(self.sampler),
             "irt": _signature_of(self.irt),

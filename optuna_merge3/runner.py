@@ -75,6 +75,7 @@ class StudyRunner:
         self._setup: FitnessSetup | None = None
         self._study: Any = None
         self._space: Any = None
+        self._plan: Any = None
 
     # -- the expensive parts, built on first use -------------------------------------------
     @property
@@ -86,6 +87,23 @@ class StudyRunner:
         return self._space
 
     @property
+    def memory_plan(self) -> Any:
+        """The config's :class:`~optuna_merge3.plan.MemoryPlan` (reads safetensors headers)."""
+        if self._plan is None:
+            from optuna_merge3.config import ConfigError
+            from optuna_merge3.plan import plan_memory, study_max_new_tokens
+
+            try:
+                self._plan = plan_memory(self.config, study_max_new_tokens(self.config))
+            except ValueError as exc:
+                raise ConfigError(f"{self._where}: {exc}") from exc
+        return self._plan
+
+    @property
+    def _where(self) -> str:
+        return str(self.config.source) if self.config.source else "<config>"
+
+    @property
     def merger(self) -> Any:
         if self._merger is None:
             import torch
@@ -95,13 +113,16 @@ class StudyRunner:
             evaluation = self.config.evaluation
             if evaluation.threads > 0:
                 torch.set_num_threads(evaluation.threads)
-            self.progress(f"[load] base + {len(self.config.merge.endpoints)} endpoints")
+            mode = self.memory_plan.check(self._where)
+            self.progress(f"[load] base + {len(self.config.merge.endpoints)} endpoints "
+                          f"({mode.label})")
             self._merger = InMemoryMerger(
                 self.config.merge.base,
                 self.config.merge.endpoints,
                 self.space,
                 device=evaluation.device,
                 dtype=getattr(torch, evaluation.dtype),
+                stream=mode.memory == "stream",
                 rng=evaluation.rng,
             )
             self._model = self._merger.load_model(quantization=evaluation.quantization)
@@ -230,8 +251,8 @@ class StudyRunner:
         """Check everything that is cheap to check before any model is loaded or study written.
 
         The merge space and sampler build, every task and reference file reads and fits its
-        ``n_items``, the storage opens, and an existing study of this name has the same
-        signature. Nothing is created.
+        ``n_items``, the memory plan fits (printed through ``progress``), the storage opens, and
+        an existing study of this name has the same signature. Nothing is created.
 
         Returns:
             Whether the study already exists.
@@ -243,13 +264,16 @@ class StudyRunner:
         from optuna_merge3.config import ConfigError, portable_signature
         from optuna_merge3.pipeline import check_inputs
 
-        where = str(self.config.source) if self.config.source else "<config>"
+        where = self._where
         try:
             _ = self.space
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from exc
         _check_device(self.config.evaluation.device, where)
         check_inputs(self.config)
+        plan = self.memory_plan
+        self.progress(f"[plan] memory:\n{plan.table()}")
+        plan.check(where)
         sampler = self._sampler()
         existing = study_lib.load_existing_study(self.config.name, self.open_storage(), sampler)
         if existing is not None:

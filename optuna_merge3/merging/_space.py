@@ -26,6 +26,8 @@ from optuna_merge3.merging._gradient import gradient_value, layer_t
 __all__ = ["MergeSpace"]
 
 _CONFIG_KEYS = ("method", "base", "endpoints", "search", "fixed", "blocks", "filters", "split")
+# [merge] keys of the memory plan (optuna_merge3/plan.py): accepted here and ignored.
+_PLAN_KEYS = ("memory", "inputs", "device_memory_gb", "host_memory_gb")
 
 
 def _methods() -> Mapping[str, Any]:
@@ -93,7 +95,7 @@ class MergeSpace:
             merge = merge.to_dict()
         if not isinstance(merge, Mapping):
             raise ValueError(f"merge: expected a table, got {type(merge).__name__}")
-        unknown = sorted(set(merge) - set(_CONFIG_KEYS))
+        unknown = sorted(set(merge) - set(_CONFIG_KEYS) - set(_PLAN_KEYS))
         if unknown:
             raise ValueError(f"merge: unknown key(s) {unknown}; valid: {list(_CONFIG_KEYS)}")
         if "method" not in merge:

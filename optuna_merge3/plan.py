@@ -1,0 +1,433 @@
+"""Memory plan of a study: will base + endpoints + the live model fit, and in which mode?
+
+Pure arithmetic on what the safetensors headers say (8-byte header length + JSON header, no
+weights read) and on the config: bytes per parameter for each method x mode, below. ``auto``
+picks the fastest mode that fits the budgets; a mode that cannot fit is refused with the
+numbers and the mode that would. GB here are 2^30 bytes (what ``nvidia-smi`` calls MiB / 1024).
+
+Modes, fastest first (``[merge] memory`` / ``inputs``):
+
+* ``resident`` + ``inputs = "device"``: every input tensor is read once onto the merge device
+  and per-tensor caches (task vectors, magnitude ranks) are kept: a trial does no re-read and no
+  sort. What ``InMemoryMerger(stream=False)`` does.
+* ``resident`` + ``inputs = "cpu"``: inputs and caches in host memory, merged on the device.
+  ``InMemoryMerger`` has no such mode yet (its resident inputs live on its device): shown, never
+  chosen, unless the device is the CPU, where both ``inputs`` are the same place.
+* ``stream`` (``inputs = "cpu"``): each tensor is read from the memory-mapped checkpoints (host
+  page cache) when it is merged, moved to the device and freed; nothing is cached, so the
+  extra memory is a few of the largest tensors whatever the depth (``InMemoryMerger(stream=True)``).
+
+Bytes per parameter (P float parameters of one checkpoint, E endpoints, I = E + 1 inputs with a
+base, b = bytes of the merge dtype ``[evaluation] dtype``, T = elements of the largest tensor):
+
+============================  =========================================  =====================
+part                          resident                                   stream
+============================  =========================================  =====================
+live model, fp                P * b                                      P * b
+live model, nf4               Q * 0.5625 + (P - Q) * b  (Q: 2-D linear   same
+                              weights; 4 bits + an fp32 absmax per 64)
+inputs                        I * P * b (on CPU with b = the file's:     host page cache
+                              the memory map itself)                     I * file bytes
+caches (see METHOD_MEMORY)    E * P * (tv * b + rank)                    none
+per-tensor workspace          T * workspace_resident                     T * (workspace_stream
+                                                                         + I * b on a GPU)
+generation (device)           KV cache + prefill activations             same
+============================  =========================================  =====================
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "INPUTS",
+    "MEMORY_MODES",
+    "METHOD_MEMORY",
+    "MemoryPlan",
+    "MethodMemory",
+    "ModeEstimate",
+    "ModelShape",
+    "estimate_mode",
+    "model_shape",
+    "plan_memory",
+    "read_safetensors_header",
+    "study_max_new_tokens",
+]
+
+GB = 2**30
+MEMORY_MODES = ("auto", "resident", "stream")
+INPUTS = ("cpu", "device")
+# bitsandbytes nf4 as transformers loads it (no double quantisation): 4 bits per weight plus one
+# fp32 absmax per block of 64.
+NF4_BYTES = 0.5 + 4 / 64
+# Prompt length assumed for the KV cache (the plan reads no task text): long few-shot prompts.
+PROMPT_TOKENS = 512
+# Python + torch + transformers in host memory (measured 0.23-0.4 GB anonymous, docs/merging.md)
+# and the CUDA context + allocator slack on a GPU (typical, not measured here: no GPU).
+RUNTIME_HOST_GB = 0.5
+RUNTIME_DEVICE_GB = 0.75
+_FLOAT_DTYPES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
+_NOT_QUANTIZED = ("embed_tokens", "lm_head", "wte", "embed_out", "word_embeddings")
+
+
+@dataclass(frozen=True)
+class MethodMemory:
+    """Memory of one merge method beyond its inputs.
+
+    Attributes:
+        cache_tensors: resident cache, dtype-sized tensors per parameter and endpoint (task
+            vectors: 1; DELLA adds its rank tensor in the work dtype).
+        cache_bytes: resident cache, extra bytes per parameter and endpoint (int32 magnitude
+            ranks of TIES / breadcrumbs: 4).
+        workspace_stream: bytes per element of the largest tensor while one tensor is merged,
+            streamed (task vectors, masks, sort indices: TIES sorts each task vector anew).
+        workspace_resident: the same with caches (no sort, no subtraction).
+    """
+
+    cache_tensors: float
+    cache_bytes: float
+    workspace_stream: float
+    workspace_resident: float
+
+
+# Workspaces measured on CPU in bf16 (benchmarks/merge_scale.py at Mistral-7B's layer shape and
+# the 168M probe of docs/merging.md: peak anonymous memory beyond the live model and the runtime,
+# over the largest tensor's elements: task arithmetic ~9-10, DARE ~15-19, TIES ~25-40), rounded
+# up. On a GPU the same tensors are allocated, plus the inputs of the tensor (added separately).
+_PLAIN = MethodMemory(0, 0, 12, 4)
+_TASK_VECTORS = MethodMemory(1, 0, 10, 4)
+_DARE = MethodMemory(1, 0, 20, 14)
+_SORT = MethodMemory(1, 4, 40, 4)  # int32 magnitude ranks cached per endpoint
+METHOD_MEMORY: dict[str, MethodMemory] = {
+    "linear": _PLAIN,
+    "slerp": _PLAIN,
+    "nuslerp": MethodMemory(2, 0, 12, 4),  # caches v0 and v1 (two task vectors)
+    "model_stock": MethodMemory(1, 0, 12, 4),  # caches its result
+    "task_arithmetic": _TASK_VECTORS,
+    "dare_linear": _DARE,
+    "dare_ties": _DARE,
+    "ties": _SORT,
+    "breadcrumbs": _SORT,
+    "breadcrumbs_ties": _SORT,
+    "della": MethodMemory(2, 0, 40, 4),  # caches its rank tensor in the work dtype
+    "della_linear": MethodMemory(2, 0, 40, 4),
+}
+
+
+# -- reading headers ------------------------------------------------------------------------------
+def read_safetensors_header(path: str | Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file (tensor name -> dtype, shape, offsets); no data.
+
+    Raises:
+        ValueError: the file is too short or its header is not JSON.
+    """
+    path = Path(path)
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        if len(head) != 8:
+            raise ValueError(f"{path}: not a safetensors file (shorter than 8 bytes)")
+        (length,) = struct.unpack("<Q", head)
+        raw = handle.read(length)
+    try:
+        header = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a safetensors file (header is not JSON: {exc})") from exc
+    if len(raw) != length or not isinstance(header, dict):
+        raise ValueError(f"{path}: truncated safetensors header")
+    header.pop("__metadata__", None)
+    end = 8 + length + max((int(e["data_offsets"][1]) for e in header.values()), default=0)
+    if path.stat().st_size < end:
+        raise ValueError(f"{path}: truncated safetensors file: its header describes {end} "
+                         f"bytes, the file has {path.stat().st_size}")
+    return header
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What a checkpoint's headers and ``config.json`` say about its memory."""
+
+    n_params: int  # float parameters
+    n_quantizable: int  # 2-D linear weights nf4 quantises (not embeddings / lm_head)
+    largest: int  # elements of the largest float tensor
+    file_bytes: int  # bytes of the float tensors on disk
+    n_layers: int = 0
+    n_kv_heads: int = 0
+    head_dim: int = 0
+    vocab: int = 0
+    intermediate: int = 0
+
+
+def model_shape(path: str | Path) -> ModelShape:
+    """Read a checkpoint folder's (or file's) safetensors headers and ``config.json``."""
+    from optuna_merge3.merging._sources import _safetensors_files
+
+    path = Path(path)
+    n_params = n_quantizable = largest = file_bytes = 0
+    for file in _safetensors_files(path):
+        for name, entry in read_safetensors_header(file).items():
+            size = _FLOAT_DTYPES.get(entry.get("dtype"))
+            if size is None:
+                continue
+            numel = 1
+            for dim in entry["shape"]:
+                numel *= int(dim)
+            n_params += numel
+            file_bytes += numel * size
+            largest = max(largest, numel)
+            if (len(entry["shape"]) == 2 and name.endswith(".weight")
+                    and not any(h in name for h in _NOT_QUANTIZED)):
+                n_quantizable += numel
+    config_file = (path if path.is_dir() else path.parent) / "config.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    config = config.get("text_config", config)
+    heads = int(config.get("num_attention_heads", 0) or 0)
+    hidden = int(config.get("hidden_size", 0) or 0)
+    return ModelShape(
+        n_params, n_quantizable, largest, file_bytes,
+        n_layers=int(config.get("num_hidden_layers", 0) or 0),
+        n_kv_heads=int(config.get("num_key_value_heads", heads) or 0),
+        head_dim=int(config.get("head_dim") or (hidden // heads if heads else 0)),
+        vocab=int(config.get("vocab_size", 0) or 0),
+        intermediate=int(config.get("intermediate_size", 0) or 0),
+    )
+
+
+# -- the arithmetic -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModeEstimate:
+    """Peak memory of one mode, in GB, split by part."""
+
+    memory: str
+    inputs: str
+    device: dict[str, float]  # empty when the merge device is the CPU (all of it is host)
+    host: dict[str, float]
+    page_cache_gb: float  # checkpoint pages the mode reads per trial (droppable, re-read)
+    supported: bool = True
+    note: str = ""
+
+    @property
+    def device_gb(self) -> float:
+        return sum(self.device.values())
+
+    @property
+    def host_gb(self) -> float:
+        return sum(self.host.values())
+
+    @property
+    def label(self) -> str:
+        """``stream, inputs on cpu``; on a CPU device just the memory mode (one place)."""
+        return f"{self.memory}, inputs on {self.inputs}" if self.device else self.memory
+
+
+def estimate_mode(
+    memory: str,
+    inputs: str,
+    shape: ModelShape,
+    method: str,
+    n_endpoints: int,
+    *,
+    has_base: bool,
+    on_gpu: bool,
+    dtype_bytes: int,
+    quantization: str | None,
+    batch_size: int,
+    max_new_tokens: int,
+) -> ModeEstimate:
+    """Peak memory of ``memory`` / ``inputs`` for this checkpoint and study (pure arithmetic)."""
+    cost = METHOD_MEMORY[method]
+    p, b, e = shape.n_params, dtype_bytes, n_endpoints
+    n_inputs = e + int(has_base)
+    live = p * b if quantization is None else \
+        shape.n_quantizable * NF4_BYTES + (p - shape.n_quantizable) * b
+    # On CPU an input of the file's own dtype is the memory map itself (no copy).
+    same_dtype = shape.file_bytes == p * b
+    model = {"live model": live / GB}
+    generation: dict[str, float] = {}
+    if on_gpu:
+        tokens = batch_size * (PROMPT_TOKENS + max_new_tokens)
+        kv = 2 * shape.n_layers * shape.n_kv_heads * shape.head_dim * b * tokens
+        prefill = batch_size * PROMPT_TOKENS * 2 * shape.intermediate * b
+        logits = 2 * batch_size * shape.vocab * 4
+        generation = {"generation": (kv + prefill + logits) / GB, "CUDA runtime": RUNTIME_DEVICE_GB}
+    runtime = {"runtime": RUNTIME_HOST_GB}
+    if memory == "resident":
+        stored = {"inputs": n_inputs * p * b / GB,
+                  "caches": e * p * (cost.cache_tensors * b + cost.cache_bytes) / GB}
+        work = {"workspace": shape.largest * cost.workspace_resident / GB}
+        if not on_gpu:  # inputs in host memory (the memory map itself when dtypes agree)
+            return ModeEstimate(memory, "device", {}, {**model, **stored, **work, **runtime}, 0.0)
+        if inputs == "device":
+            return ModeEstimate(memory, inputs, {**model, **stored, **work, **generation},
+                                runtime, 0.0)
+        return ModeEstimate(memory, inputs, {**model, **work, **generation}, {**stored, **runtime},
+                            0.0, supported=False,
+                            note="InMemoryMerger keeps resident inputs on its device")
+    per_tensor = cost.workspace_stream + (n_inputs * b if on_gpu or not same_dtype else 0)
+    work = {"workspace": shape.largest * per_tensor / GB}
+    page = shape.file_bytes * n_inputs / GB
+    if not on_gpu:
+        return ModeEstimate(memory, "cpu", {}, {**model, **work, **runtime}, page)
+    return ModeEstimate(memory, "cpu", {**model, **work, **generation}, runtime, page)
+
+
+@dataclass
+class MemoryPlan:
+    """Every mode's estimate, the budgets and the mode the config gets (``chosen``)."""
+
+    method: str
+    n_endpoints: int
+    shape: ModelShape
+    on_gpu: bool
+    device_budget_gb: float
+    host_budget_gb: float
+    requested: str
+    requested_inputs: str | None
+    estimates: list[ModeEstimate] = field(default_factory=list)
+
+    def fits(self, est: ModeEstimate) -> bool:
+        """Within both budgets (on CPU everything is host memory)."""
+        return est.supported and est.device_gb <= self.device_budget_gb and \
+            est.host_gb <= self.host_budget_gb
+
+    def _wanted(self, est: ModeEstimate) -> bool:
+        memory_ok = self.requested in ("auto", est.memory)
+        inputs_ok = self.requested_inputs in (None, est.inputs) or not self.on_gpu
+        return memory_ok and inputs_ok
+
+    @property
+    def chosen(self) -> ModeEstimate | None:
+        """The fastest wanted mode that fits, or None."""
+        return next((e for e in self.estimates if self._wanted(e) and self.fits(e)), None)
+
+    @property
+    def stream(self) -> bool:
+        """Whether the merger should stream (``InMemoryMerger(stream=True)``)."""
+        chosen = self.chosen
+        return chosen is not None and chosen.memory == "stream"
+
+    def _why_not(self, est: ModeEstimate) -> str:
+        if not est.supported:
+            return f"not supported: {est.note}"
+        over = []
+        if est.device_gb > self.device_budget_gb:
+            over.append(f"device {_gb(est.device_gb)} GB > {_gb(self.device_budget_gb)} GB")
+        if est.host_gb > self.host_budget_gb:
+            over.append(f"host {_gb(est.host_gb)} GB > {_gb(self.host_budget_gb)} GB")
+        return "no: " + ", ".join(over)
+
+    def table(self) -> str:
+        """A plain-text summary: the checkpoint, the budgets, every mode and the choice."""
+        s = self.shape
+        device = f"device budget {_gb(self.device_budget_gb)} GB, " if self.on_gpu else ""
+        lines = [
+            f"{self.method}, {self.n_endpoints} endpoints: {s.n_params / 1e6:,.1f}M parameters "
+            f"({_gb(s.file_bytes / GB)} GB per checkpoint), largest tensor "
+            f"{s.largest / 1e6:,.1f}M",
+            f"{device}host budget {_gb(self.host_budget_gb)} GB",
+            "",
+            "| mode | device GB | host GB | page cache GB | fits |",
+            "|---|---:|---:|---:|---|",
+        ]
+        for est in self.estimates:
+            dev = _gb(est.device_gb) if self.on_gpu else "-"
+            verdict = "yes" if self.fits(est) else self._why_not(est)
+            lines.append(f"| {est.label} | {dev} | {_gb(est.host_gb)} | "
+                         f"{_gb(est.page_cache_gb)} | {verdict} |")
+        chosen = self.chosen
+        if chosen is not None:
+            parts = chosen.device if self.on_gpu else chosen.host
+            where = "device" if self.on_gpu else "host"
+            lines += ["", f"chosen: {chosen.label} ({where}: " + ", ".join(
+                f"{k} {_gb(v)}" for k, v in parts.items()) + " GB)"]
+            if chosen.page_cache_gb > self.host_budget_gb - chosen.host_gb:
+                lines.append(f"note: the {chosen.page_cache_gb:.1f} GB of checkpoints do not fit "
+                             "the host's page cache: every trial re-reads them from disk")
+        return "\n".join(lines)
+
+    def check(self, where: str = "<config>") -> ModeEstimate:
+        """The chosen mode; raises ``ConfigError`` naming the numbers and a mode that fits."""
+        from optuna_merge3.config import ConfigError
+
+        chosen = self.chosen
+        if chosen is not None:
+            return chosen
+        wanted = [e for e in self.estimates if self._wanted(e)]
+        others = [e for e in self.estimates if self.fits(e)]
+        asked = f"merge.memory = {self.requested!r}" + (
+            f", merge.inputs = {self.requested_inputs!r}" if self.requested_inputs else "")
+        reasons = "; ".join(f"{e.label}: {self._why_not(e)}" for e in wanted)
+        hint = (f"memory = {others[0].memory!r}" + (f", inputs = {others[0].inputs!r}"
+                                                     if self.on_gpu else "")
+                + f" would fit ({self._footprint(others[0])})") if others else \
+            "no mode fits: a smaller model, fewer endpoints, nf4 or a larger budget"
+        raise ConfigError(f"{where}: {asked} does not fit ({reasons}); {hint}")
+
+    def _footprint(self, est: ModeEstimate) -> str:
+        device = f"device {_gb(est.device_gb)} GB, " if self.on_gpu else ""
+        return f"{device}host {_gb(est.host_gb)} GB"
+
+
+def _gb(value: float) -> str:
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+# -- budgets and the config -----------------------------------------------------------------------
+def host_memory_gb() -> float:
+    """``MemTotal`` of /proc/meminfo (not MemAvailable: a plan should not depend on the load)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024 / GB
+    except OSError:
+        pass
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
+
+
+def device_memory_gb(device: str) -> float:
+    """Total memory of a CUDA device as torch reports it."""
+    import torch
+
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        raise ValueError(f"evaluation.device = {device!r}: torch reports no CUDA memory for it; "
+                         "set merge.device_memory_gb (also to plan for another machine)")
+    return torch.cuda.get_device_properties(torch.device(device)).total_memory / GB
+
+
+def plan_memory(config: Any, max_new_tokens: int = 256) -> MemoryPlan:
+    """The memory plan of a :class:`~optuna_merge3.config.StudyConfig` (reads headers only).
+
+    Args:
+        config: the study config (``[merge]`` with its plan keys, ``[evaluation]``).
+        max_new_tokens: the longest generation of the study's tasks (for the KV cache).
+    """
+    merge, evaluation = config.merge, config.evaluation
+    if merge.method not in METHOD_MEMORY:
+        raise ValueError(f"merge.method: {merge.method!r} is not one of {sorted(METHOD_MEMORY)}")
+    shape = model_shape(merge.base or next(iter(merge.endpoints.values())))
+    on_gpu = evaluation.device != "cpu"
+    host = merge.host_memory_gb or host_memory_gb()
+    device = (merge.device_memory_gb or device_memory_gb(evaluation.device)) if on_gpu else host
+    dtype_bytes = {"float32": 4, "float64": 8}.get(evaluation.dtype, 2)
+    plan = MemoryPlan(merge.method, len(merge.endpoints), shape, on_gpu, float(device),
+                      float(host), merge.memory, merge.inputs)
+    layouts = (("resident", "device"), ("resident", "cpu"), ("stream", "cpu")) if on_gpu else \
+        (("resident", "device"), ("stream", "cpu"))
+    for mem, inputs in layouts:
+        plan.estimates.append(estimate_mode(
+            mem, inputs, shape, merge.method, plan.n_endpoints, has_base=merge.base is not None,
+            on_gpu=on_gpu, dtype_bytes=dtype_bytes, quantization=evaluation.quantization,
+            batch_size=evaluation.batch_size, max_new_tokens=max_new_tokens))
+    return plan
+
+
+def study_max_new_tokens(config: Any) -> int:
+    """The longest ``max_new_tokens`` of the study's tasks (task files are small JSONL)."""
+    from optuna_merge3.evaluation import load_task
+
+    return max(load_task(t.path).generation.max_new_tokens for t in config.tasks)
