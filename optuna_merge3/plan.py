@@ -31,7 +31,7 @@ inputs                        I * P * b (on CPU with b = the file's:     host pa
 caches (see METHOD_MEMORY)    E * P * (tv * b + rank)                    none
 per-tensor workspace          T * workspace_resident                     T * (workspace_stream
                                                                          + I * b on a GPU)
-generation (device)           KV cache + prefill activations             same
+generation                    KV cache + prefill activations + logits    same
 ============================  =========================================  =====================
 """
 
@@ -246,20 +246,21 @@ def estimate_mode(
     # On CPU an input of the file's own dtype is the memory map itself (no copy).
     same_dtype = shape.file_bytes == p * b
     model = {"live model": live / GB}
-    generation: dict[str, float] = {}
+    tokens = batch_size * (PROMPT_TOKENS + max_new_tokens)
+    kv = 2 * shape.n_layers * shape.n_kv_heads * shape.head_dim * b * tokens
+    prefill = batch_size * PROMPT_TOKENS * 2 * shape.intermediate * b
+    logits = 2 * batch_size * shape.vocab * 4
+    generation = {"generation": (kv + prefill + logits) / GB}
     if on_gpu:
-        tokens = batch_size * (PROMPT_TOKENS + max_new_tokens)
-        kv = 2 * shape.n_layers * shape.n_kv_heads * shape.head_dim * b * tokens
-        prefill = batch_size * PROMPT_TOKENS * 2 * shape.intermediate * b
-        logits = 2 * batch_size * shape.vocab * 4
-        generation = {"generation": (kv + prefill + logits) / GB, "CUDA runtime": RUNTIME_DEVICE_GB}
+        generation["CUDA runtime"] = RUNTIME_DEVICE_GB
     runtime = {"runtime": RUNTIME_HOST_GB}
     if memory == "resident":
         stored = {"inputs": n_inputs * p * b / GB,
                   "caches": e * p * (cost.cache_tensors * b + cost.cache_bytes) / GB}
         work = {"workspace": shape.largest * cost.workspace_resident / GB}
         if not on_gpu:  # inputs in host memory (the memory map itself when dtypes agree)
-            return ModeEstimate(memory, "device", {}, {**model, **stored, **work, **runtime}, 0.0)
+            return ModeEstimate(memory, "device", {},
+                                {**model, **stored, **work, **generation, **runtime}, 0.0)
         if inputs == "device":
             return ModeEstimate(memory, inputs, {**model, **stored, **work, **generation},
                                 runtime, 0.0)
@@ -270,7 +271,7 @@ def estimate_mode(
     work = {"workspace": shape.largest * per_tensor / GB}
     page = shape.file_bytes * n_inputs / GB
     if not on_gpu:
-        return ModeEstimate(memory, "cpu", {}, {**model, **work, **runtime}, page)
+        return ModeEstimate(memory, "cpu", {}, {**model, **work, **generation, **runtime}, page)
     return ModeEstimate(memory, "cpu", {**model, **work, **generation}, runtime, page)
 
 
