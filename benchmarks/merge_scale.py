@@ -250,8 +250,9 @@ def build_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Run every case (``--jobs`` at a time); cases already in ``--cases`` are not rerun."""
     from concurrent.futures import ThreadPoolExecutor
 
-    cases = [("mergekit", m, n, "fp") for m in args.methods for n in args.layers]
-    cases += [("ours", m, n, live) for m in args.methods for n in args.layers for live in args.lives]
+    # Complete (method, L) groups first, so that an interrupted run (--cases) is still useful.
+    cases = [case for m in args.methods for n in args.layers
+             for case in [("mergekit", m, n, "fp")] + [("ours", m, n, live) for live in args.lives]]
     done: dict[tuple, dict[str, Any]] = {}
     log = Path(args.cases) if args.cases else None
     if log is not None and log.is_file():
