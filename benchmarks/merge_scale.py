@@ -268,14 +268,17 @@ def build_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
             with log.open("a") as handle:
                 handle.write(json.dumps({"case": list(case), "result": result}) + "\n")
 
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        list(pool.map(one, [c for c in cases if c not in done]))
+    if not args.report_only:
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            list(pool.map(one, [c for c in cases if c not in done]))
     rows = []
     for method in args.methods:
         for layers in args.layers:
-            mk = done[("mergekit", method, layers, "fp")]
+            mk = done.get(("mergekit", method, layers, "fp"))
             for live in args.lives:
-                ours = done[("ours", method, layers, live)]
+                ours = done.get(("ours", method, layers, live))
+                if mk is None or ours is None:  # --report-only: a case that did not run
+                    continue
                 rows.append({
                     "method": method, "layers": layers, "live": live, "mode": "stream",
                     **{k: ours[k] for k in ("peak_anon_gb", "peak_file_gb", "live_model_gb",
@@ -375,6 +378,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the checkpoints")
     parser.add_argument("--jobs", type=int, default=1, help="cases run at the same time")
     parser.add_argument("--cases", help="JSONL of finished cases: appended to, and not rerun")
+    parser.add_argument("--report-only", action="store_true",
+                        help="report the cases in --cases, run nothing")
     parser.add_argument("--worker", choices=("ours", "mergekit"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -393,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
     args.root = root
     started = time.perf_counter()
     try:
-        if not (root / f"L{max(args.layers)}").is_dir():
+        if not args.report_only and not (root / f"L{max(args.layers)}").is_dir():
             make_checkpoints(root, TINY if args.quick else MISTRAL, sorted(set(args.layers)))
         print(f"# checkpoints ready in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         rows = build_rows(args)
