@@ -15,8 +15,13 @@ generate / estimate (the trial's ``seconds/*`` user attributes) and trials per h
 rots): there the memory column is the process's peak ``RssAnon`` (no CUDA), and nothing in it
 says anything about a GPU.
 
+The plan is made for a 24 GB GPU (``--device-memory-gb 24``) whatever the lent device has, so
+the run also checks that the study fits an RTX 4090's budget; the measured peak is the truth.
+
 Usage: python benchmarks/gpu_check.py [--root DIR] [--layers 32] [--trials 8]
        python benchmarks/gpu_check.py --quick
+On a GPU machine with a 64 GB disk the full 32 layers (~54 GiB of checkpoints) may not fit: it
+refuses with the numbers; ``--layers 24`` (~41 GiB) then keeps the 7B layer shape.
 Prints a markdown table and ends with ONE JSON line.
 """
 
@@ -98,7 +103,8 @@ def study_config(root: Path, method: str, base: str, endpoints: dict[str, str], 
         "sampler": {"name": "nsga2", "population_size": 4},
         "merge": {"method": method, "base": base, "endpoints": endpoints,
                   "search": {"weight": [0.0, 1.0], "density": [0.2, 0.8]},
-                  "memory": args.memory},
+                  "memory": args.memory,
+                  **({"device_memory_gb": args.device_memory_gb} if args.device_memory_gb else {})},
         "irt": {"n_dims": 2},
         "evaluation": {"device": args.device, "dtype": "bfloat16", "quantization": "nf4",
                        "batch_size": args.batch_size, "threads": 0 if args.device != "cpu" else 1},
@@ -166,6 +172,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--items", type=int, default=40, help="task items (20 per trial)")
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--device-memory-gb", type=float, default=24.0,
+                        help="[merge] device_memory_gb: plan for a 24 GB consumer GPU (0: the "
+                             "device's own memory)")
     parser.add_argument("--memory", default="auto", choices=("auto", "resident", "stream"),
                         help="[merge] memory (--quick: stream, the path a 7B study takes)")
     args = parser.parse_args(argv)
