@@ -188,7 +188,7 @@ def test_host_budget_refuses_on_cpu(tmp_path: Path) -> None:
     ('inputs = "gpu"', "merge.inputs: 'gpu' is not one of"),
     ('memory = "stream"\ninputs = "device"', "merge.inputs: 'device' keeps the inputs"),
     ("device_memory_gb = -1", "merge.device_memory_gb: must be > 0"),
-    ('host_memory_gb = "64"', "merge.host_memory_gb: expected int/float"),
+    ('host_memory_gb = "64"', "merge.host_memory_gb: expected float, got str '64'"),
 ])
 def test_bad_plan_keys_name_the_key(tmp_path: Path, line: str, message: str) -> None:
     (tmp_path / "tiny_world").symlink_to(TINY)
