@@ -239,9 +239,7 @@ def run_case(args: argparse.Namespace, kind: str, method: str, layers: int,
 
 # -- report ---------------------------------------------------------------------------------------
 def line_fit(xs: list[int], ys: list[float], at: int) -> float:
-    """Least squares line through (xs, ys) evaluated at ``at`` (a constant for one point)."""
-    if len(set(xs)) < 2:
-        return float(ys[0])
+    """Least squares line through (xs, ys) (two depths at least) evaluated at ``at``."""
     slope, intercept = np.polyfit(np.asarray(xs, float), np.asarray(ys, float), 1)
     return float(intercept + slope * at)
 
@@ -297,6 +295,8 @@ def extrapolate(rows: list[dict[str, Any]], depth: int = 32) -> dict[str, dict[s
     for key in sorted({(r["method"], r["live"]) for r in rows}):
         group = [r for r in rows if (r["method"], r["live"]) == key]
         xs = [r["layers"] for r in group]
+        if len(set(xs)) < 2:  # an interrupted run: no line through one depth
+            continue
         out["/".join(key)] = {
             f: line_fit(xs, [r[f] for r in group], depth)
             for f in ("peak_anon_gb", "beyond_live_gb", "live_model_gb", "s_per_trial",
@@ -315,8 +315,10 @@ def growth(rows: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def markdown(rows: list[dict[str, Any]], extra: dict, grow: dict, depth: int) -> str:
-    lines = [
+def markdown(rows: list[dict[str, Any]], extra: dict, grow: dict, depth: int,
+             header: str = "") -> str:
+    lines = [header, ""] if header else []
+    lines += [
         "| method | L | live | peak anon GiB | peak file GiB | live model GiB | beyond live GiB "
         "| s / trial | MergeKit peak anon GiB | MergeKit s (run_merge + load) | MergeKit s / ours |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -331,10 +333,16 @@ def markdown(rows: list[dict[str, Any]], extra: dict, grow: dict, depth: int) ->
               "| method / live | peak anon GiB | beyond live GiB | s / trial | MergeKit peak anon "
               "GiB | MergeKit s | beyond-live growth L_min -> L_max |",
               "|---|---:|---:|---:|---:|---:|---:|"]
-    for key, e in extra.items():
+    for key, e in extra.items():  # growth: only where extra has the key (two depths or more)
         lines.append(f"| {key} | {e['peak_anon_gb']:.1f} | {e['beyond_live_gb']:.2f} | "
                      f"{e['s_per_trial']:.0f} | {e['mergekit_peak_anon_gb']:.1f} | "
                      f"{e['mergekit_s']:.0f} | {grow[key]:.2f}x |")
+    lines += ["", "Checks: beyond-live memory grows <= 20% from the shallowest to the deepest L; "
+              f"the {depth}-layer extrapolation fits a 64 GB host.", ""]
+    for key, e in extra.items():
+        lines.append(f"- {key}: growth {grow[key]:.2f}x ({'yes' if grow[key] <= 1.2 else 'NO'}); "
+                     f"{e['peak_anon_gb']:.1f} GiB at {depth} layers "
+                     f"({'yes' if e['peak_anon_gb'] * GIB <= 64e9 else 'NO'})")
     return "\n".join(lines)
 
 
@@ -378,6 +386,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the checkpoints")
     parser.add_argument("--jobs", type=int, default=1, help="cases run at the same time")
     parser.add_argument("--cases", help="JSONL of finished cases: appended to, and not rerun")
+    parser.add_argument("--note", default="", help="first line of the markdown (e.g. the commit)")
     parser.add_argument("--report-only", action="store_true",
                         help="report the cases in --cases, run nothing")
     parser.add_argument("--worker", choices=("ours", "mergekit"), help=argparse.SUPPRESS)
@@ -407,7 +416,10 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(root, ignore_errors=True)
     depth = 32
     extra, grow = extrapolate(rows, depth), growth(rows)
-    table = markdown(rows, extra, grow, depth)
+    header = (f"{args.note + '; ' if args.note else ''}threads {args.threads}, trials "
+              f"{args.trials}, jobs {args.jobs}, load average at the end "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    table = markdown(rows, extra, grow, depth, header)
     print(table)
     result = {"benchmark": "merge_scale", "rows": rows, "extrapolated_32_layers": extra,
               "beyond_live_growth": grow, "quick": args.quick, "threads": args.threads,
