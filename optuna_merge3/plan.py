@@ -28,7 +28,7 @@ live model, nf4               Q * 0.5625 + (P - Q) * b  (Q: 2-D linear   same
                               weights; 4 bits + an fp32 absmax per 64)
 inputs                        I * P * b (on CPU with b = the file's:     host page cache
                               the memory map itself)                     I * file bytes
-caches (see METHOD_MEMORY)    E * P * (tv * b + rank)                    none
+caches (METHOD_MEMORY)        E * P * (cache_tensors * b + cache_bytes)  none
 per-tensor workspace          T * workspace_resident                     T * (workspace_stream
                                                                          + I * b on a GPU)
 generation                    KV cache + prefill activations + logits    same
