@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gc
 import gzip
 import json
 import shutil
@@ -125,6 +126,7 @@ def run_method(root: Path, method: str, world: tuple, args: argparse.Namespace) 
     cuda = args.device != "cpu"
     sampler = None if cuda else PeakSampler()
     if cuda:
+        gc.collect()  # the previous method's live model and merger
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     else:
