@@ -181,13 +181,15 @@ def worker_ours(args: argparse.Namespace, sampler: PeakSampler) -> dict[str, Any
     model = merger.load_model(quantization=None if args.lives[0] == "fp" else "nf4")
     load_s, load_peak = time.perf_counter() - t0, sampler.peak["RssAnon"]
     sampler.reset()
-    seconds = []
+    seconds, cpu = [], []
     for i in range(args.trials):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         merger.apply(genotype(space, i), model, seed=i)
         seconds.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     return {"baseline_anon_gb": start, "load_s": load_s, "load_peak_anon_gb": load_peak,
             "live_model_gb": model_bytes(model) / GIB, "s_per_trial": float(np.median(seconds)),
+            "cpu_s_per_trial": float(np.median(cpu)),
             "peak_anon_gb": sampler.peak["RssAnon"], "peak_file_gb": sampler.peak["RssFile"]}
 
 
@@ -208,19 +210,22 @@ def worker_mergekit(args: argparse.Namespace, sampler: PeakSampler) -> dict[str,
     out = Path(tempfile.mkdtemp(dir=root, prefix="run_merge_"))
     try:
         sampler.reset()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         run_merge(MergeConfiguration.model_validate(config), str(out), options)
         merge_s, peak = time.perf_counter() - t0, dict(sampler.peak)
-        load_s = {}
+        merge_cpu = time.process_time() - c0
+        load_s, load_cpu = {}, {}
         for live in LIVES:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             model = load_causal_lm(out, device=torch.device("cpu"), dtype=torch.bfloat16,
                                    quantization=None if live == "fp" else "nf4")
             load_s[live] = time.perf_counter() - t0
+            load_cpu[live] = time.process_time() - c0
             del model
     finally:
         shutil.rmtree(out, ignore_errors=True)
     return {"mergekit_merge_s": merge_s, "mergekit_load_s": load_s,
+            "mergekit_merge_cpu_s": merge_cpu, "mergekit_load_cpu_s": load_cpu,
             "mergekit_peak_anon_gb": peak["RssAnon"], "mergekit_peak_file_gb": peak["RssFile"]}
 
 
@@ -286,6 +291,11 @@ def build_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "mergekit_peak_anon_gb": mk["mergekit_peak_anon_gb"],
                     "mergekit_s": mk["mergekit_merge_s"] + mk["mergekit_load_s"][live],
                     "mergekit_merge_s": mk["mergekit_merge_s"],
+                    # CPU seconds (one thread): robust where other jobs share the cores; absent
+                    # from cases measured before they were recorded
+                    "cpu_s_per_trial": ours.get("cpu_s_per_trial"),
+                    "mergekit_cpu_s": (mk["mergekit_merge_cpu_s"] + mk["mergekit_load_cpu_s"][live]
+                                       if "mergekit_merge_cpu_s" in mk else None),
                 })
     return rows
 
@@ -315,20 +325,30 @@ def growth(rows: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _ratio(top: float | None, bottom: float | None) -> str:
+    return "-" if top is None or not bottom else f"{top / bottom:.2f}"
+
+
 def markdown(rows: list[dict[str, Any]], extra: dict, grow: dict, depth: int,
              header: str = "") -> str:
     lines = [header, ""] if header else []
     lines += [
         "| method | L | live | peak anon GiB | peak file GiB | live model GiB | beyond live GiB "
-        "| s / trial | MergeKit peak anon GiB | MergeKit s (run_merge + load) | MergeKit s / ours |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| s / trial | MergeKit peak anon GiB | MergeKit s (run_merge + load) | MergeKit s / ours "
+        "| CPU s / trial | MergeKit CPU s | MergeKit CPU s / ours |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['layers']} | {r['live']} | {r['peak_anon_gb']:.2f} | "
             f"{r['peak_file_gb']:.2f} | {r['live_model_gb']:.2f} | {r['beyond_live_gb']:.2f} | "
             f"{r['s_per_trial']:.1f} | {r['mergekit_peak_anon_gb']:.2f} | {r['mergekit_s']:.1f} | "
-            f"{r['mergekit_s'] / r['s_per_trial']:.2f} |")
+            f"{r['mergekit_s'] / r['s_per_trial']:.2f} | {_num(r['cpu_s_per_trial'])} | "
+            f"{_num(r['mergekit_cpu_s'])} | {_ratio(r['mergekit_cpu_s'], r['cpu_s_per_trial'])} |")
     lines += ["", f"Extrapolated to {depth} layers (least squares line in L):", "",
               "| method / live | peak anon GiB | beyond live GiB | s / trial | MergeKit peak anon "
               "GiB | MergeKit s | beyond-live growth L_min -> L_max |",
