@@ -427,8 +427,17 @@ def plan_memory(config: Any, max_new_tokens: int = 256) -> MemoryPlan:
     return plan
 
 
-def study_max_new_tokens(config: Any) -> int:
-    """The longest ``max_new_tokens`` of the study's tasks (task files are small JSONL)."""
+def study_max_new_tokens(config: Any, default: int = 256) -> int:
+    """The longest ``max_new_tokens`` of the study's tasks: the entry's override, else the task
+    file's (small JSONL); an lm-eval task without an override counts as ``default`` (loading it
+    would import lm-eval and its dataset)."""
     from optuna_merge3.evaluation import load_task
 
-    return max(load_task(t.path).generation.max_new_tokens for t in config.tasks)
+    def tokens(entry: Any) -> int:
+        if entry.max_new_tokens is not None:
+            return int(entry.max_new_tokens)
+        if entry.lm_eval is not None:
+            return default
+        return load_task(entry.path).generation.max_new_tokens
+
+    return max(tokens(t) for t in config.tasks)

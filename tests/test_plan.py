@@ -223,5 +223,5 @@ def test_plan_keys_stay_out_of_the_space_and_the_signature(tmp_path: Path) -> No
 def test_readme_7b_recipe_is_the_study_file() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## A real 7B recipe", 1)[1].split("\n## ", 1)[0]
-    (block,) = re.findall(r"```toml\n(.*?)```", section, flags=re.S)
+    block = re.findall(r"```toml\n(.*?)```", section, flags=re.S)[0]  # the recipe comes first
     assert block.strip() == RECIPE.read_text().strip()
