@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from optuna_merge3.fingerprint import input_fingerprints
+from optuna_merge3.fingerprint import file_sha, input_fingerprints
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -653,18 +653,14 @@ def _signature_of(table: Any, files: bool = False) -> dict[str, Any]:
 _SHA_KEYS = {"path": "items_sha"}
 
 
-def _file_sha(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
 def _content_sha(value: Path | dict[str, Path]) -> Any:
     """A file's hash; a folder's files by relative name; a table of files by key."""
     if isinstance(value, dict):
         return {k: _content_sha(v) for k, v in value.items()}
     if Path(value).is_dir():
-        return {str(p.relative_to(value)): _file_sha(p)
+        return {str(p.relative_to(value)): file_sha(p)
                 for p in sorted(Path(value).rglob("*")) if p.is_file()}
-    return _file_sha(value)
+    return file_sha(value)
 
 
 def _jsonable(value: Any) -> Any:
