@@ -152,9 +152,11 @@ class MergeTable:
     split: list[str] | None = setting(None, doc="parameters that get per-block / per-filter genes")
     # The memory plan (optuna_merge3/plan.py): how the merge runs, not what it computes.
     memory: str = setting("auto", choices=("auto", "resident", "stream"), signature=False,
-                          doc="auto: the fastest mode that fits; resident: inputs + caches kept")
+                          doc="auto: the fastest mode that fits; resident: inputs kept on the "
+                              "merge device; stream: read per tensor from the page cache")
     inputs: str | None = setting(None, choices=(None, "cpu", "device"), signature=False,
-                                 doc="where inputs live between trials; unset: the plan picks")
+                                 doc="where inputs live between trials: device (resident) or cpu "
+                                     "(stream); unset: the plan picks")
     device_memory_gb: float | None = setting(None, gt=0, signature=False,
                                              doc="device budget; unset: what torch.cuda reports")
     host_memory_gb: float | None = setting(None, gt=0, signature=False,
@@ -381,6 +383,10 @@ class StudyConfig:
             raise ConfigError(f"{where}: merge.inputs: 'device' keeps the inputs on the device "
                               "between trials, which is memory = 'resident'; streaming reads them "
                               "from the host's page cache (inputs = 'cpu')")
+        if merge.memory == "resident" and merge.inputs == "cpu":
+            raise ConfigError(f"{where}: merge.inputs: 'cpu' reads the inputs from the "
+                              "checkpoints' memory map (the host's page cache) every trial, which "
+                              "is memory = 'stream'; resident keeps them on the device")
         _check_merge_ranges(merge, where)
         sampler = tables["sampler"]
         single = _single_objective_samplers()

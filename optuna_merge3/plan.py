@@ -5,34 +5,36 @@ weights read) and on the config: bytes per parameter for each method x mode, bel
 picks the fastest mode that fits the budgets; a mode that cannot fit is refused with the
 numbers and the mode that would. GB here are 2^30 bytes (what ``nvidia-smi`` calls MiB / 1024).
 
-Modes, fastest first (``[merge] memory`` / ``inputs``):
+The merger caches nothing between trials (``merging/_merger.py``), so the two modes differ only
+in where the inputs (base + endpoints) live (``[merge] memory`` / ``inputs``):
 
-* ``resident`` + ``inputs = "device"``: every input tensor is read once onto the merge device
-  and per-tensor caches (task vectors, magnitude ranks) are kept: a trial does no re-read and no
-  sort. What ``InMemoryMerger(stream=False)`` does.
-* ``resident`` + ``inputs = "cpu"``: inputs and caches in host memory, merged on the device.
-  ``InMemoryMerger`` has no such mode yet (its resident inputs live on its device): shown, never
-  chosen, unless the device is the CPU, where both ``inputs`` are the same place.
+* ``resident`` (``inputs = "device"``): every input tensor is read once onto the merge device; a
+  trial reads no file. ``InMemoryMerger(stream=False)``. Fastest on a GPU, and the only mode
+  that needs the inputs' bytes on the device.
 * ``stream`` (``inputs = "cpu"``): each tensor is read from the memory-mapped checkpoints (host
-  page cache) when it is merged, moved to the device and freed; nothing is cached, so the
-  extra memory is a few of the largest tensors whatever the depth (``InMemoryMerger(stream=True)``).
+  page cache) when it is merged, moved to the device and freed, so the extra memory is a few of
+  the largest tensors whatever the depth. ``InMemoryMerger(stream=True)``. (Inputs "kept" in
+  host memory would be that same memory map: there is no third mode.)
 
-Bytes per parameter (P float parameters of one checkpoint, E endpoints, I = E + 1 inputs with a
-base, b = bytes of the merge dtype ``[evaluation] dtype``, T = elements of the largest tensor):
+On a CPU device the two are one place, and everything counts against the host budget.
 
-============================  =========================================  =====================
-part                          resident                                   stream
-============================  =========================================  =====================
-live model, fp                P * b                                      P * b
-live model, nf4               Q * 0.5625 + (P - Q) * b  (Q: 2-D linear   same
-                              weights; 4 bits + an fp32 absmax per 64)
-inputs                        I * P * b (on CPU with b = the file's:     host page cache
-                              the memory map itself)                     I * file bytes
-caches (METHOD_MEMORY)        E * P * (cache_tensors * b + cache_bytes)  none
-per-tensor workspace          T * workspace_resident                     T * (workspace_stream
-                                                                         + I * b on a GPU)
-generation                    KV cache + prefill activations + logits    same
-============================  =========================================  =====================
+Bytes (P float parameters of one checkpoint, Q its 2-D linear weights, I inputs = endpoints + a
+base, b = bytes of the merge dtype ``[evaluation] dtype``, T = elements of the largest tensor,
+w = WORKSPACE_BYTES[method]):
+
+============================  ============================  ===================================
+part                          resident                      stream
+============================  ============================  ===================================
+live model, fp                P * b                         P * b
+live model, nf4               Q * 0.5625 + (P - Q) * b      same
+                              (4 bits + fp32 absmax / 64)
+inputs                        I * P * b on the device       host page cache I * file bytes
+                              (on CPU with the file's       (droppable, re-read when short)
+                              dtype: the memory map)
+per-tensor workspace          T * w                         T * (w + I * b on a GPU: the
+                                                            tensor's inputs, moved there)
+generation                    KV cache + prefill + logits   same
+============================  ============================  ===================================
 """
 
 from __future__ import annotations
@@ -46,9 +48,8 @@ from typing import Any
 __all__ = [
     "INPUTS",
     "MEMORY_MODES",
-    "METHOD_MEMORY",
+    "WORKSPACE_BYTES",
     "MemoryPlan",
-    "MethodMemory",
     "ModeEstimate",
     "ModelShape",
     "estimate_mode",
@@ -61,60 +62,37 @@ __all__ = [
 GB = 2**30
 MEMORY_MODES = ("auto", "resident", "stream")
 INPUTS = ("cpu", "device")
+_INPUTS_OF = {"resident": "device", "stream": "cpu"}
 # bitsandbytes nf4 as transformers loads it (no double quantisation): 4 bits per weight plus one
 # fp32 absmax per block of 64.
 NF4_BYTES = 0.5 + 4 / 64
 # Prompt length assumed for the KV cache (the plan reads no task text): long few-shot prompts.
 PROMPT_TOKENS = 512
-# Python + torch + transformers in host memory (measured 0.23-0.4 GB anonymous, docs/merging.md)
+# Python + torch + transformers in host memory (measured 0.14-0.4 GB anonymous, docs/merging.md)
 # and the CUDA context + allocator slack on a GPU (typical, not measured here: no GPU).
 RUNTIME_HOST_GB = 0.5
 RUNTIME_DEVICE_GB = 0.75
 _FLOAT_DTYPES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
 _NOT_QUANTIZED = ("embed_tokens", "lm_head", "wte", "embed_out", "word_embeddings")
 
-
-@dataclass(frozen=True)
-class MethodMemory:
-    """Memory of one merge method beyond its inputs.
-
-    Attributes:
-        cache_tensors: resident cache, dtype-sized tensors per parameter and endpoint (task
-            vectors: 1; DELLA adds its rank tensor in the work dtype).
-        cache_bytes: resident cache, extra bytes per parameter and endpoint (int32 magnitude
-            ranks of TIES / breadcrumbs: 4).
-        workspace_stream: bytes per element of the largest tensor while one tensor is merged,
-            streamed (task vectors, masks, sort indices: TIES sorts each task vector anew).
-        workspace_resident: the same with caches (no sort, no subtraction).
-    """
-
-    cache_tensors: float
-    cache_bytes: float
-    workspace_stream: float
-    workspace_resident: float
-
-
-# Workspaces measured on CPU in bf16 (benchmarks/merge_scale.py at Mistral-7B's layer shape and
-# the 168M probe of docs/merging.md: peak anonymous memory beyond the live model and the runtime,
-# over the largest tensor's elements: task arithmetic ~9-10, DARE ~15-19, TIES ~25-40), rounded
-# up. On a GPU the same tensors are allocated, plus the inputs of the tensor (added separately).
-_PLAIN = MethodMemory(0, 0, 12, 4)
-_TASK_VECTORS = MethodMemory(1, 0, 10, 4)
-_DARE = MethodMemory(1, 0, 20, 14)
-_SORT = MethodMemory(1, 4, 40, 4)  # int32 magnitude ranks cached per endpoint
-METHOD_MEMORY: dict[str, MethodMemory] = {
+# Bytes per element of the largest tensor while that tensor is merged: task vectors, masks,
+# sort workspace, the fp32 sum. Measured on CPU in bf16 (benchmarks/merge_scale.py at
+# Mistral-7B's layer shape, T = 131M: peak anonymous memory beyond the live model and the
+# runtime, over T), rounded up; on a GPU the same tensors are allocated.
+_PLAIN, _TASK_VECTORS, _DARE, _SORT = 12.0, 10.0, 20.0, 40.0
+WORKSPACE_BYTES: dict[str, float] = {
     "linear": _PLAIN,
     "slerp": _PLAIN,
-    "nuslerp": MethodMemory(2, 0, 12, 4),  # caches v0 and v1 (two task vectors)
-    "model_stock": MethodMemory(1, 0, 12, 4),  # caches its result
+    "nuslerp": _PLAIN,
+    "model_stock": _PLAIN,
     "task_arithmetic": _TASK_VECTORS,
     "dare_linear": _DARE,
     "dare_ties": _DARE,
     "ties": _SORT,
     "breadcrumbs": _SORT,
     "breadcrumbs_ties": _SORT,
-    "della": MethodMemory(2, 0, 40, 4),  # caches its rank tensor in the work dtype
-    "della_linear": MethodMemory(2, 0, 40, 4),
+    "della": _SORT,
+    "della_linear": _SORT,
 }
 
 
@@ -202,12 +180,14 @@ class ModeEstimate:
     """Peak memory of one mode, in GB, split by part."""
 
     memory: str
-    inputs: str
     device: dict[str, float]  # empty when the merge device is the CPU (all of it is host)
     host: dict[str, float]
     page_cache_gb: float  # checkpoint pages the mode reads per trial (droppable, re-read)
-    supported: bool = True
-    note: str = ""
+
+    @property
+    def inputs(self) -> str:
+        """Where the inputs live between trials: ``device`` (resident) or ``cpu`` (stream)."""
+        return _INPUTS_OF[self.memory]
 
     @property
     def device_gb(self) -> float:
@@ -225,7 +205,6 @@ class ModeEstimate:
 
 def estimate_mode(
     memory: str,
-    inputs: str,
     shape: ModelShape,
     method: str,
     n_endpoints: int,
@@ -237,14 +216,11 @@ def estimate_mode(
     batch_size: int,
     max_new_tokens: int,
 ) -> ModeEstimate:
-    """Peak memory of ``memory`` / ``inputs`` for this checkpoint and study (pure arithmetic)."""
-    cost = METHOD_MEMORY[method]
-    p, b, e = shape.n_params, dtype_bytes, n_endpoints
-    n_inputs = e + int(has_base)
+    """Peak memory of ``memory`` (resident / stream) for this checkpoint and study."""
+    p, b = shape.n_params, dtype_bytes
+    n_inputs = n_endpoints + int(has_base)
     live = p * b if quantization is None else \
         shape.n_quantizable * NF4_BYTES + (p - shape.n_quantizable) * b
-    # On CPU an input of the file's own dtype is the memory map itself (no copy).
-    same_dtype = shape.file_bytes == p * b
     model = {"live model": live / GB}
     tokens = batch_size * (PROMPT_TOKENS + max_new_tokens)
     kv = 2 * shape.n_layers * shape.n_kv_heads * shape.head_dim * b * tokens
@@ -254,25 +230,20 @@ def estimate_mode(
     if on_gpu:
         generation["CUDA runtime"] = RUNTIME_DEVICE_GB
     runtime = {"runtime": RUNTIME_HOST_GB}
+    workspace = WORKSPACE_BYTES[method]
+    # On CPU an input of the file's own dtype is the memory map itself (no copy).
+    copied = on_gpu or shape.file_bytes != p * b
     if memory == "resident":
-        stored = {"inputs": n_inputs * p * b / GB,
-                  "caches": e * p * (cost.cache_tensors * b + cost.cache_bytes) / GB}
-        work = {"workspace": shape.largest * cost.workspace_resident / GB}
-        if not on_gpu:  # inputs in host memory (the memory map itself when dtypes agree)
-            return ModeEstimate(memory, "device", {},
-                                {**model, **stored, **work, **generation, **runtime}, 0.0)
-        if inputs == "device":
-            return ModeEstimate(memory, inputs, {**model, **stored, **work, **generation},
-                                runtime, 0.0)
-        return ModeEstimate(memory, inputs, {**model, **work, **generation}, {**stored, **runtime},
-                            0.0, supported=False,
-                            note="InMemoryMerger keeps resident inputs on its device")
-    per_tensor = cost.workspace_stream + (n_inputs * b if on_gpu or not same_dtype else 0)
-    work = {"workspace": shape.largest * per_tensor / GB}
-    page = shape.file_bytes * n_inputs / GB
+        stored = {"inputs": n_inputs * p * b / GB} if copied else {}
+        merge = {**model, **stored, "workspace": shape.largest * workspace / GB, **generation}
+        page = 0.0 if copied else shape.file_bytes * n_inputs / GB
+    else:
+        per_tensor = workspace + (n_inputs * b if copied else 0)
+        merge = {**model, "workspace": shape.largest * per_tensor / GB, **generation}
+        page = shape.file_bytes * n_inputs / GB
     if not on_gpu:
-        return ModeEstimate(memory, "cpu", {}, {**model, **work, **generation, **runtime}, page)
-    return ModeEstimate(memory, "cpu", {**model, **work, **generation}, runtime, page)
+        return ModeEstimate(memory, {}, {**merge, **runtime}, page)
+    return ModeEstimate(memory, merge, runtime, page)
 
 
 @dataclass
@@ -291,7 +262,7 @@ class MemoryPlan:
 
     def fits(self, est: ModeEstimate) -> bool:
         """Within both budgets (on CPU everything is host memory)."""
-        return est.supported and est.device_gb <= self.device_budget_gb and \
+        return est.device_gb <= self.device_budget_gb and \
             est.host_gb <= self.host_budget_gb
 
     def _wanted(self, est: ModeEstimate) -> bool:
@@ -311,8 +282,6 @@ class MemoryPlan:
         return chosen is not None and chosen.memory == "stream"
 
     def _why_not(self, est: ModeEstimate) -> str:
-        if not est.supported:
-            return f"not supported: {est.note}"
         over = []
         if est.device_gb > self.device_budget_gb:
             over.append(f"device {_gb(est.device_gb)} GB > {_gb(self.device_budget_gb)} GB")
@@ -408,8 +377,9 @@ def plan_memory(config: Any, max_new_tokens: int = 256) -> MemoryPlan:
         max_new_tokens: the longest generation of the study's tasks (for the KV cache).
     """
     merge, evaluation = config.merge, config.evaluation
-    if merge.method not in METHOD_MEMORY:
-        raise ValueError(f"merge.method: {merge.method!r} is not one of {sorted(METHOD_MEMORY)}")
+    if merge.method not in WORKSPACE_BYTES:
+        raise ValueError(f"merge.method: {merge.method!r} is not one of "
+                         f"{sorted(WORKSPACE_BYTES)}")
     shape = model_shape(merge.base or next(iter(merge.endpoints.values())))
     on_gpu = evaluation.device != "cpu"
     host = merge.host_memory_gb or host_memory_gb()
@@ -417,11 +387,9 @@ def plan_memory(config: Any, max_new_tokens: int = 256) -> MemoryPlan:
     dtype_bytes = {"float32": 4, "float64": 8}.get(evaluation.dtype, 2)
     plan = MemoryPlan(merge.method, len(merge.endpoints), shape, on_gpu, float(device),
                       float(host), merge.memory, merge.inputs)
-    layouts = (("resident", "device"), ("resident", "cpu"), ("stream", "cpu")) if on_gpu else \
-        (("resident", "device"), ("stream", "cpu"))
-    for mem, inputs in layouts:
+    for memory in ("resident", "stream"):  # fastest first
         plan.estimates.append(estimate_mode(
-            mem, inputs, shape, merge.method, plan.n_endpoints, has_base=merge.base is not None,
+            memory, shape, merge.method, plan.n_endpoints, has_base=merge.base is not None,
             on_gpu=on_gpu, dtype_bytes=dtype_bytes, quantization=evaluation.quantization,
             batch_size=evaluation.batch_size, max_new_tokens=max_new_tokens))
     return plan

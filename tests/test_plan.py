@@ -16,6 +16,7 @@ from optuna_merge3.config import ConfigError, load_config
 from optuna_merge3.plan import (
     GB,
     NF4_BYTES,
+    WORKSPACE_BYTES,
     estimate_mode,
     model_shape,
     plan_memory,
@@ -130,18 +131,26 @@ def test_the_bytes_table_per_method_and_mode(recipe_dir: Path) -> None:
     assert shape.largest == 32000 * 4096 and shape.n_layers == 32 and shape.head_dim == 128
     p, q, t = shape.n_params, shape.n_quantizable, shape.largest
     common = dict(has_base=True, on_gpu=True, dtype_bytes=2, batch_size=20, max_new_tokens=256)
-    ties = estimate_mode("resident", "device", shape, "ties", 3, quantization=None, **common)
+    ties = estimate_mode("resident", shape, "ties", 3, quantization=None, **common)
     assert ties.device["live model"] * GB == p * 2
-    assert ties.device["inputs"] * GB == 4 * p * 2
-    assert ties.device["caches"] * GB == 3 * p * (2 + 4)  # task vectors + int32 ranks
-    stream = estimate_mode("stream", "cpu", shape, "ties", 3, quantization="nf4", **common)
+    assert ties.device["inputs"] * GB == 4 * p * 2  # base + 3 endpoints on the device
+    assert ties.device["workspace"] * GB == t * WORKSPACE_BYTES["ties"]
+    assert ties.inputs == "device" and ties.page_cache_gb == 0
+    stream = estimate_mode("stream", shape, "ties", 3, quantization="nf4", **common)
     assert stream.device["live model"] * GB == pytest.approx(q * NF4_BYTES + (p - q) * 2)
-    assert stream.device["workspace"] * GB == t * (40 + 4 * 2)  # sort + 4 inputs per tensor
-    assert "caches" not in stream.device and stream.page_cache_gb * GB == 4 * p * 2
+    # the workspace + the 4 inputs of the tensor being merged, moved to the device
+    assert stream.device["workspace"] * GB == t * (WORKSPACE_BYTES["ties"] + 4 * 2)
+    assert "inputs" not in stream.device and stream.page_cache_gb * GB == 4 * p * 2
+    assert stream.inputs == "cpu" and stream.host == {"runtime": 0.5}
     kv = 2 * 32 * 8 * 128 * 2 * 20 * (512 + 256)
     assert stream.device["generation"] * GB > kv
-    dare = estimate_mode("resident", "device", shape, "dare_ties", 3, quantization=None, **common)
-    assert dare.device["caches"] * GB == 3 * p * 2  # task vectors only
+    dare = estimate_mode("stream", shape, "dare_ties", 3, quantization="nf4", **common)
+    assert dare.device["workspace"] < stream.device["workspace"]  # no sort
+    on_cpu = estimate_mode("resident", shape, "ties", 3, quantization=None,
+                           **(common | {"on_gpu": False}))
+    # CPU, file dtype = merge dtype: the inputs are the memory map itself (page cache, no copy)
+    assert on_cpu.device == {} and "inputs" not in on_cpu.host
+    assert on_cpu.page_cache_gb * GB == 4 * p * 2
 
 
 @pytest.mark.parametrize("method", ["ties", "dare_ties"])
@@ -158,7 +167,7 @@ def test_7b_recipe_streams_within_24_gb(recipe_dir: Path, method: str,
     assert re.search(rf"\| stream, inputs on cpu \| {chosen.device_gb:.1f} \| 0\.50 \| "
                      r"\d+\.\d \| yes \|", out)
     resident = plan.estimates[0]
-    assert resident.label == "resident, inputs on device" and resident.device_gb > 100
+    assert resident.label == "resident, inputs on device" and resident.device["inputs"] > 50
 
 
 def test_7b_resident_is_refused_with_the_numbers(recipe_dir: Path,
@@ -168,7 +177,6 @@ def test_7b_resident_is_refused_with_the_numbers(recipe_dir: Path,
     err = capsys.readouterr().err
     assert "merge.memory = 'resident' does not fit" in err
     assert re.search(r"resident, inputs on device: no: device \d+\.\d GB > 24\.0 GB", err)
-    assert "resident, inputs on cpu: not supported" in err
     assert re.search(r"memory = 'stream', inputs = 'cpu' would fit \(device \d+\.\d GB", err)
 
 
@@ -187,6 +195,7 @@ def test_host_budget_refuses_on_cpu(tmp_path: Path) -> None:
     ('memory = "fast"', "merge.memory: 'fast' is not one of"),
     ('inputs = "gpu"', "merge.inputs: 'gpu' is not one of"),
     ('memory = "stream"\ninputs = "device"', "merge.inputs: 'device' keeps the inputs"),
+    ('memory = "resident"\ninputs = "cpu"', "merge.inputs: 'cpu' reads the inputs from the"),
     ("device_memory_gb = -1", "merge.device_memory_gb: must be > 0"),
     ('host_memory_gb = "64"', "merge.host_memory_gb: expected float, got str '64'"),
 ])

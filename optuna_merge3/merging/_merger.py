@@ -6,8 +6,8 @@ the merge device (``_stream``: from the mmap, or from inputs kept in memory), me
 (``merge_tensor``), written into the live model (in place for a full-precision parameter,
 re-quantised for a bitsandbytes nf4 weight) and freed. Nothing is cached between trials, so the
 memory beyond the live model is a few tensors whatever the depth. ``stream=False`` keeps the
-inputs in memory (``inputs="device"``: on the merge device; ``"cpu"``: in host memory, copied per
-tensor); ``stream=True`` re-reads them from the mmap (the page cache) each trial.
+inputs on the merge device; ``stream=True`` re-reads them from the mmap (the page cache) each
+trial. (Inputs kept in host memory would be the memory map itself, i.e. streaming.)
 
 DARE / DELLA masks come from one CPU ``torch.Generator`` seeded with the trial's ``seed``: hashed
 from its seed per tensor and endpoint (``rng="counter"``, default), or drawn in MergeKit's order
@@ -54,8 +54,6 @@ class InMemoryMerger:
             on every device and thread count; reproduce a trial in MergeKit through
             :meth:`mergekit_bernoulli`) or ``"mergekit"`` (MergeKit's CPU draws, so a trial's
             YAML run through MergeKit with the same seed gives the same tensors).
-        inputs: where kept inputs live (``stream=False``): ``"device"`` (default) or ``"cpu"``
-            (host memory, copied to the device tensor by tensor).
         exact: TIES / breadcrumbs masks with MergeKit's own choice among magnitudes tied at
             the threshold (a full sort where ties split); None (default): on CPU only. On an
             accelerator ties are kept in index order (see ``docs/merging.md``).
@@ -71,7 +69,6 @@ class InMemoryMerger:
         dtype: torch.dtype = torch.float32,
         stream: bool = False,
         rng: str = "counter",
-        inputs: str = "device",
         exact: bool | None = None,
     ) -> None:
         from optuna_merge3.merging._methods import merge_tensor
@@ -96,15 +93,12 @@ class InMemoryMerger:
         self.n_layers = self._count_layers()
         if rng not in RNGS:
             raise ValueError(f"rng must be one of {RNGS}, got {rng!r}")
-        if inputs not in ("device", "cpu"):
-            raise ValueError(f"inputs must be 'device' or 'cpu', got {inputs!r}")
-        self.rng, self.inputs, self.exact = rng, inputs, exact
+        self.rng, self.exact = rng, exact
         self._resident: dict[str, dict[str, torch.Tensor]] = {}
         if not stream:
             started = time.perf_counter()
-            home = self.device if inputs == "device" else torch.device("cpu")
             for name in self.tensor_names:
-                self._resident[name] = self._read_inputs(name, home)
+                self._resident[name] = self._read_inputs(name, self.device)
             _logger.info("read %d tensors of %d inputs in %.2f s", len(self.tensor_names),
                          1 + len(self._sources), time.perf_counter() - started)
 
@@ -164,8 +158,6 @@ class InMemoryMerger:
 
     def _host_tensors(self, name: str) -> dict[str, torch.Tensor]:
         """One tensor of every input on the CPU, in its stored dtype where read from the mmap."""
-        if name in self._resident:
-            return self._resident[name]
         if any(s.kind == "lora" for s in self._sources.values()):
             return self._read_inputs(name, torch.device("cpu"))
         raw = {"base": self._base.raw(name)} if self._base is not None else {}
@@ -173,7 +165,7 @@ class InMemoryMerger:
 
     def _each_input(self, names: list[str]) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
         """(name, inputs on the merge device) tensor by tensor (``_stream``)."""
-        if not self.stream and self.inputs == "device":
+        if not self.stream:
             return ((n, self._resident[n]) for n in names)
         return device_tensors(names, self._host_tensors, self.device, self.dtype)
 
