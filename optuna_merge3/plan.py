@@ -31,8 +31,8 @@ live model, nf4               Q * 0.5625 + (P - Q) * b      same
 inputs                        I * P * b on the device       host page cache I * file bytes
                               (on CPU with the file's       (droppable, re-read when short)
                               dtype: the memory map)
-per-tensor workspace          T * w                         T * (w + I * b on a GPU: the
-                                                            tensor's inputs, moved there)
+per-tensor workspace          T * w                         T * (w + 2 * I * b on a GPU: this
+                                                            tensor's inputs and the next's)
 generation                    KV cache + prefill + logits   same
 ============================  ============================  ===================================
 """
@@ -238,11 +238,16 @@ def estimate_mode(
         merge = {**model, **stored, "workspace": shape.largest * workspace / GB, **generation}
         page = 0.0 if copied else shape.file_bytes * n_inputs / GB
     else:
-        per_tensor = workspace + (n_inputs * b if copied else 0)
+        # On a GPU the next tensor's inputs are already in flight (``_stream``: one ahead), and
+        # lm_head / embed_tokens, the two largest, are neighbours in sorted order: 2 x I tensors.
+        in_flight = 2 if on_gpu else 1
+        per_tensor = workspace + (in_flight * n_inputs * b if copied else 0)
         merge = {**model, "workspace": shape.largest * per_tensor / GB, **generation}
         page = shape.file_bytes * n_inputs / GB
     if not on_gpu:
         return ModeEstimate(memory, {}, {**merge, **runtime}, page)
+    if memory == "stream":  # one pinned staging buffer per input, the largest tensor's size
+        runtime["pinned staging"] = n_inputs * shape.largest * shape.file_bytes / p / GB
     return ModeEstimate(memory, merge, runtime, page)
 
 

@@ -138,10 +138,11 @@ def test_the_bytes_table_per_method_and_mode(recipe_dir: Path) -> None:
     assert ties.inputs == "device" and ties.page_cache_gb == 0
     stream = estimate_mode("stream", shape, "ties", 3, quantization="nf4", **common)
     assert stream.device["live model"] * GB == pytest.approx(q * NF4_BYTES + (p - q) * 2)
-    # the workspace + the 4 inputs of the tensor being merged, moved to the device
-    assert stream.device["workspace"] * GB == t * (WORKSPACE_BYTES["ties"] + 4 * 2)
+    # the workspace + the 4 inputs of the tensor being merged and of the next one (prefetch)
+    assert stream.device["workspace"] * GB == t * (WORKSPACE_BYTES["ties"] + 2 * 4 * 2)
     assert "inputs" not in stream.device and stream.page_cache_gb * GB == 4 * p * 2
-    assert stream.inputs == "cpu" and stream.host == {"runtime": 0.5}
+    assert stream.inputs == "cpu" and stream.host["runtime"] == 0.5
+    assert stream.host["pinned staging"] * GB == 4 * t * 2  # one bf16 buffer per input
     kv = 2 * 32 * 8 * 128 * 2 * 20 * (512 + 256)
     assert stream.device["generation"] * GB > kv
     dare = estimate_mode("stream", shape, "dare_ties", 3, quantization="nf4", **common)
@@ -164,7 +165,7 @@ def test_7b_recipe_streams_within_24_gb(recipe_dir: Path, method: str,
     chosen = plan.check()
     assert chosen.memory == "stream" and plan.stream
     assert chosen.device_gb <= 24 and chosen.host_gb <= 64
-    assert re.search(rf"\| stream, inputs on cpu \| {chosen.device_gb:.1f} \| 0\.50 \| "
+    assert re.search(rf"\| stream, inputs on cpu \| {chosen.device_gb:.1f} \| {chosen.host_gb:.2f} \| "
                      r"\d+\.\d \| yes \|", out)
     resident = plan.estimates[0]
     assert resident.label == "resident, inputs on device" and resident.device["inputs"] > 50
