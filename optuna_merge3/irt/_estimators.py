@@ -41,6 +41,7 @@ from ._ability import (
     fit_merge_weights,
     merge_design,
 )
+from ._boundary import apply_boundary
 from ._extract import Subset
 from ._merge_stderr import endpoint_covariances, merge_cov_map
 from ._params import IRTParams
@@ -123,7 +124,10 @@ def _irt_part(params: IRTParams, obs: _Obs, gamma: np.ndarray, cov_map: Callable
     # stderr_scale: the cross-fitted widening for small populations (fit_irt).
     scale = float(params.meta.get("stderr_scale", 1.0))
     var = float(q.sum() / total**2 + cov_map(grad)) * scale**2
-    return float(np.clip(value, 0.0, 1.0)), float(np.sqrt(max(var, 0.0)))
+    value, se = float(np.clip(value, 0.0, 1.0)), float(np.sqrt(max(var, 0.0)))
+    # An all-wrong (all-right) subset may come from a broken (perfect) model: _boundary.py.
+    value, se, _ = apply_boundary(params, obs.idx, obs.y, value, se)
+    return value, se
 
 
 def _pirt(params: IRTParams, obs: _Obs, prior_std: float | None
