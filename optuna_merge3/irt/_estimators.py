@@ -355,7 +355,8 @@ def estimate_accuracy(estimator: str, params: IRTParams | None, subset: Subset,
         y_subset: 0/1 answers on ``subset.indices`` (same order; NaN = no answer).
         endpoint_abilities: (n_endpoints, d), required by "mpirt", "gmpirt", "gmpirt_star".
         **kw: estimator options (``b``, ``c``, ``constraint``, ``ridge``,
-            ``endpoint_responses`` for "gmpirt_star", ...).
+            ``endpoint_responses``: required by "gmpirt_star", and the merge-aware stderr
+            counts the endpoint abilities' error with them, ...).
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; valid: {sorted(ESTIMATORS)}")
