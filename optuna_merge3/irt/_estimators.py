@@ -125,7 +125,7 @@ def _irt_part(params: IRTParams, obs: _Obs, gamma: np.ndarray, cov_map: Callable
     scale = float(params.meta.get("stderr_scale", 1.0))
     var = float(q.sum() / total**2 + cov_map(grad)) * scale**2
     value, se = float(np.clip(value, 0.0, 1.0)), float(np.sqrt(max(var, 0.0)))
-    # An all-wrong (all-right) subset may come from a broken (perfect) model: _boundary.py.
+    # An all-wrong subset may come from a broken model (answers nothing right): _boundary.py.
     value, se, _ = apply_boundary(params, obs.idx, obs.y, value, se)
     return value, se
 
@@ -237,7 +237,8 @@ def mpirt_estimate(params: IRTParams, subset: Subset, y_subset: np.ndarray,
     on the subset answers by :func:`fit_merge_weights` (``constraint``, ``ridge``).
     ``endpoint_responses`` (n_endpoints, N; NaN = not answered), the answers the endpoint
     abilities were fitted on (by :func:`fit_ability`, population prior), adds their error to
-    the stderr (:func:`~optuna_merge3.irt._merge_stderr.merge_cov_map`); without them the endpoint abilities count as exact.
+    the stderr (:func:`~optuna_merge3.irt._merge_stderr.merge_cov_map`); without them the
+    endpoint abilities count as exact.
     """
     ends = _require(params, endpoint_abilities, "mpirt")
     obs = _observed(params, subset, y_subset)

@@ -148,7 +148,7 @@ def fit_irt(
             ``meta["gp_b"]``, see :func:`calibrate_gp_error`).
         population_prior: store the fitted population's ability distribution as the prior of
             a new model (``meta["ability_prior"]``, see :func:`population_ability_prior`)
-            and, when some models score 0% or 100%, their shares and the others' ability
+            and, when some models score 0%, their share and the others' ability
             distribution (``meta["boundary"]``, irt/_boundary.py); False keeps
             N(0, ability_prior_std^2 I), the package's behaviour before both.
         calibrate_stderr: with at most ``CROSSFIT_MAX_MODELS`` models, refit on folds of the

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy.special import expit
 
-from ._boundary import boundary_shares
+from ._boundary import broken_share
 from ._estimators import pirt_estimate
 from ._extract import Subset
 from ._params import IRTParams
@@ -49,17 +49,17 @@ def population_ability_prior(
 
 def boundary_mixture(params: IRTParams, gamma: np.ndarray, responses: np.ndarray,
                      fit_precision: float) -> dict | None:
-    """``meta["boundary"]``: shares of models at 0% and 100% (on the items they answered) and
-    the ability distribution of the others (as :func:`population_ability_prior`); None when
-    no model is at 0% or 100%, or fewer than 2 are not (irt/_boundary.py)."""
+    """``meta["boundary"]``: the share of models at 0% (on the items they answered) and the
+    ability distribution of the others (as :func:`population_ability_prior`); None when no
+    model is at 0%, or fewer than 2 are not (irt/_boundary.py)."""
     seen = ~np.isnan(responses)
     acc = np.nansum(responses, axis=1) / np.maximum(seen.sum(axis=1), 1)
-    zero, one, others = boundary_shares(acc)
-    if zero + one == 0.0 or others.sum() < 2:
+    zero, others = broken_share(acc)
+    if zero == 0.0 or others.sum() < 2:
         return None
     rest = population_ability_prior(params, gamma[others], seen[others].astype(float),
                                     fit_precision)
-    return {"zero": zero, "one": one, **rest}
+    return {"zero": zero, **rest}
 
 
 def crossfit_stderr_scale(

@@ -1,4 +1,4 @@
-"""Broken (0%) and perfect (100%) models next to the 2PL (irt/_boundary.py)."""
+"""Broken models (0%) next to the 2PL (irt/_boundary.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from optuna_merge3.irt import IRTParams, estimate_accuracy, extract_subset, fit_irt
-from optuna_merge3.irt._boundary import apply_boundary, boundary_posterior
+from optuna_merge3.irt._boundary import apply_boundary, broken_posterior
 from optuna_merge3.irt._simulate import make_world
 
 
@@ -36,7 +36,7 @@ def _errors(params, rows, name="pirt"):
 def test_the_fit_stores_the_shares_and_the_others_prior(broken):
     params, _ = broken
     stored = params.meta["boundary"]
-    assert stored["zero"] == pytest.approx(40 / 120) and stored["one"] == 0.0
+    assert stored["zero"] == pytest.approx(40 / 120)
     # The others' ability distribution, without the broken models.
     assert not np.allclose(stored["mean"], params.ability_prior()[0])
 
@@ -60,26 +60,27 @@ def test_posterior_grows_with_the_evidence_and_needs_a_share(broken):
     # Hard items answered wrong say little; more all-wrong items say "broken" more surely.
     order = np.argsort(params.beta)  # easiest first
     few, many = order[:3], order[:20]
-    assert 0 < boundary_posterior(params, few, False) < boundary_posterior(params, many, False)
-    assert boundary_posterior(params, many, True) == 0.0  # no model at 100%
-    bare = IRTParams(params.alpha, params.beta)
-    assert boundary_posterior(bare, many, False) == 0.0
+    assert 0 < broken_posterior(params, few) < broken_posterior(params, many) < 1
+    assert broken_posterior(IRTParams(params.alpha, params.beta), many) == 0.0
 
 
-def test_mixed_answers_are_untouched_and_the_mixture_variance(broken):
+def test_only_all_wrong_answers_and_the_mixture_variance(broken):
     params, _ = broken
     idx = np.arange(10)
-    y = np.r_[np.ones(3), np.zeros(7)]
-    assert apply_boundary(params, idx, y, 0.3, 0.05) == (0.3, 0.05, 0.0)
+    for y in (np.r_[np.ones(3), np.zeros(7)], np.ones(10)):  # 100% is the 2PL's tail
+        assert apply_boundary(params, idx, y, 0.3, 0.05) == (0.3, 0.05, 0.0)
     value, se, post = apply_boundary(params, idx, np.zeros(10), 0.3, 0.05)
     assert 0 < post < 1 and value == pytest.approx((1 - post) * 0.3)
     assert se**2 == pytest.approx((1 - post) * 0.05**2 + post * (1 - post) * 0.3**2)
 
 
-def test_no_boundary_without_models_at_zero_or_one(fitted, tmp_path):
+def test_no_boundary_without_models_at_zero(fitted, tmp_path):
     assert "boundary" not in fitted.params.meta
-    params = fit_irt(np.vstack([fitted.responses[:50], np.ones((5, 150))]), n_dims=3,
+    perfect = fit_irt(np.vstack([fitted.responses[:50], np.ones((5, 150))]), n_dims=3,
+                      calibrate_gp=False, calibrate_stderr=False)[0]
+    assert "boundary" not in perfect.meta
+    params = fit_irt(np.vstack([fitted.responses[:50], np.zeros((5, 150))]), n_dims=3,
                      calibrate_gp=False, calibrate_stderr=False)[0]
-    assert params.meta["boundary"]["one"] == pytest.approx(5 / 55)
+    assert params.meta["boundary"]["zero"] == pytest.approx(5 / 55)
     params.save(tmp_path / "p.npz")
     assert IRTParams.load(tmp_path / "p.npz").meta["boundary"] == params.meta["boundary"]
