@@ -47,8 +47,9 @@ def broken_posterior(params: IRTParams, idx: np.ndarray) -> float:
     return share / (share + (1.0 - share) * q)
 
 
-def apply_boundary(params: IRTParams, idx: np.ndarray, y: np.ndarray, value: float,
-                   se: float) -> tuple[float, float, float]:
+def apply_boundary(
+    params: IRTParams, idx: np.ndarray, y: np.ndarray, value: float, se: float
+) -> tuple[float, float, float]:
     """(value, stderr, P) of the mixture for answers ``y`` on items ``idx``; unchanged (P = 0)
     unless every answer is wrong. Variance of the mixture: (1 - P) se^2 + P (1 - P) value^2."""
     if y.any():

@@ -27,8 +27,9 @@ def _errors(params, rows, name="pirt"):
     for m, y in enumerate(rows):
         sub = extract_subset("random", 150, 20, random_state=m)
         kw = {"endpoint_abilities": params.ability_prior()[0][None, :] + np.eye(2)}
-        est = estimate_accuracy(name, params, sub, y[sub.indices],
-                                **(kw if name == "mpirt" else {}))
+        est = estimate_accuracy(
+            name, params, sub, y[sub.indices], **(kw if name == "mpirt" else {})
+        )
         err.append(abs(est.value - y.mean()))
     return np.array(err)
 
@@ -44,8 +45,12 @@ def test_the_fit_stores_the_shares_and_the_others_prior(broken):
 @pytest.mark.parametrize("name", ["pirt", "mpirt"])
 def test_broken_models_are_estimated_at_zero_and_working_ones_no_worse(broken, name):
     params, new = broken
-    plain = IRTParams(params.alpha, params.beta, params.item_ids,
-                      {k: v for k, v in params.meta.items() if k != "boundary"})
+    plain = IRTParams(
+        params.alpha,
+        params.beta,
+        params.item_ids,
+        {k: v for k, v in params.meta.items() if k != "boundary"},
+    )
     mixed, before = _errors(params, new, name), _errors(plain, new, name)
     work, dead = slice(0, 60), slice(60, 90)
     assert before[dead].mean() > 0.01  # the 2PL alone cannot reach 0%
@@ -76,11 +81,19 @@ def test_only_all_wrong_answers_and_the_mixture_variance(broken):
 
 def test_no_boundary_without_models_at_zero(fitted, tmp_path):
     assert "boundary" not in fitted.params.meta
-    perfect = fit_irt(np.vstack([fitted.responses[:50], np.ones((5, 150))]), n_dims=3,
-                      calibrate_gp=False, calibrate_stderr=False)[0]
+    perfect = fit_irt(
+        np.vstack([fitted.responses[:50], np.ones((5, 150))]),
+        n_dims=3,
+        calibrate_gp=False,
+        calibrate_stderr=False,
+    )[0]
     assert "boundary" not in perfect.meta
-    params = fit_irt(np.vstack([fitted.responses[:50], np.zeros((5, 150))]), n_dims=3,
-                     calibrate_gp=False, calibrate_stderr=False)[0]
+    params = fit_irt(
+        np.vstack([fitted.responses[:50], np.zeros((5, 150))]),
+        n_dims=3,
+        calibrate_gp=False,
+        calibrate_stderr=False,
+    )[0]
     assert params.meta["boundary"]["zero"] == pytest.approx(5 / 55)
     params.save(tmp_path / "p.npz")
     assert IRTParams.load(tmp_path / "p.npz").meta["boundary"] == params.meta["boundary"]

@@ -34,9 +34,10 @@ def test_endpoint_term_is_the_delta_method_of_the_refitted_estimate(fitted, cons
             up, down = ends.copy(), ends.copy()
             up[j, k] += eps
             down[j, k] -= eps
-            grad[k] = (mpirt_estimate(fitted.params, sub, y, up, constraint=constraint).value
-                       - mpirt_estimate(fitted.params, sub, y, down, constraint=constraint).value
-                       ) / (2 * eps)
+            grad[k] = (
+                mpirt_estimate(fitted.params, sub, y, up, constraint=constraint).value
+                - mpirt_estimate(fitted.params, sub, y, down, constraint=constraint).value
+            ) / (2 * eps)
         numeric += grad @ cov[j] @ grad
     obs = _observed(fitted.params, sub, y)
     scale = fitted.params.meta.get("stderr_scale", 1.0)
@@ -56,8 +57,9 @@ def test_endpoint_responses_widen_the_stderr_only(fitted):
         assert wide.value == exact.value and wide.stderr > exact.stderr
     # gmp-IRT* has the answers anyway (it tunes c on them): its stderr counts them too.
     star = estimate_accuracy("gmpirt_star", fitted.params, sub, y, ends, endpoint_responses=resp)
-    same_c = estimate_accuracy("gmpirt", fitted.params, sub, y, ends, c=star.details["c"],
-                               endpoint_responses=resp)
+    same_c = estimate_accuracy(
+        "gmpirt", fitted.params, sub, y, ends, c=star.details["c"], endpoint_responses=resp
+    )
     assert star.stderr == pytest.approx(same_c.stderr)
     with pytest.raises(ValueError, match="endpoint_responses must be"):
         estimate_accuracy("mpirt", fitted.params, sub, y, ends, endpoint_responses=resp[:, :5])
@@ -82,8 +84,9 @@ def test_intervals_hold_when_the_endpoints_answered_few_items():
     uncertain. Measured (seed 3): coverage .977 with the endpoint term, .917 without."""
     rng = np.random.default_rng(3)
     world = make_world(150, 6, rng)
-    params, _ = fit_irt(world.sample(rng.standard_normal((600, 6)), rng), n_dims=6,
-                        calibrate_gp=False)
+    params, _ = fit_irt(
+        world.sample(rng.standard_normal((600, 6)), rng), n_dims=6, calibrate_gp=False
+    )
     covered = {True: [], False: []}
     for _ in range(300):
         ends_true = rng.standard_normal((2, 6))
