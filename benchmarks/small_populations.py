@@ -53,6 +53,8 @@ VARIANTS: dict[str, dict] = {
     "d2_pop": {"n_dims": 2},
 }
 ESTIMATORS = ("naive", "pirt", "mpirt")
+#: mp-IRT's stderr as before the endpoint-ability term (the endpoints' abilities taken as exact).
+EXACT_ENDS = "mpirt_exact_ends"
 
 
 def _size_label(size: int | None) -> str:
@@ -63,8 +65,10 @@ def _evaluate(params, resp: np.ndarray, test: np.ndarray, merges: dict, subsets:
     """Errors and coverage flags of each estimator on held-out models and merges."""
     out = {f"{who}/{e}": {"err": [], "cover": []} for who in ("heldout", "merge")
            for e in ESTIMATORS if not (who == "heldout" and e == "mpirt")}
+    out[f"merge/{EXACT_ENDS}"] = {"err": [], "cover": []}
     truth = resp[test].mean(axis=1)
     ends = {}
+    end_rows_of = {merge: end_rows for merge, (_, end_rows) in merges.items()}
     for merge, (_, end_rows) in merges.items():
         abil = []
         for e in end_rows:
@@ -80,9 +84,14 @@ def _evaluate(params, resp: np.ndarray, test: np.ndarray, merges: dict, subsets:
                 out[f"heldout/{e}"]["cover"].append(abs(est.value - truth[j]) <= 1.96 * est.stderr)
         for merge, (row, _) in merges.items():
             t = resp[row].mean()
-            for e in ESTIMATORS:
-                est = estimate_accuracy(e, params, subset, resp[row, idx],
-                                        endpoint_abilities=ends[merge] if e == "mpirt" else None)
+            for e in (*ESTIMATORS, EXACT_ENDS):
+                kw = {}
+                if e in ("mpirt", EXACT_ENDS):
+                    kw["endpoint_abilities"] = ends[merge]
+                if e == "mpirt":  # the answers the endpoint abilities were fitted on
+                    kw["endpoint_responses"] = resp[end_rows_of[merge]]
+                est = estimate_accuracy("mpirt" if e == EXACT_ENDS else e, params, subset,
+                                        resp[row, idx], **kw)
                 out[f"merge/{e}"]["err"].append(abs(est.value - t))
                 out[f"merge/{e}"]["cover"].append(abs(est.value - t) <= 1.96 * est.stderr)
     return out
@@ -127,7 +136,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def summarise(results: list[dict], variants: list[str]) -> tuple[str, dict]:
     """Tables pooled over benchmarks (mean of the per-benchmark MAEs) and a summary dict."""
     sizes = [_size_label(s) for s in SIZES]
-    keys = ["heldout/naive", "heldout/pirt", "merge/naive", "merge/pirt", "merge/mpirt"]
+    keys = ["heldout/naive", "heldout/pirt", "merge/naive", "merge/pirt", "merge/mpirt",
+            f"merge/{EXACT_ENDS}"]
     pooled: dict = {}
     for v in variants:
         pooled[v] = {}
@@ -156,11 +166,11 @@ def summarise(results: list[dict], variants: list[str]) -> tuple[str, dict]:
                 gain = naive - mae
                 row += [f"{naive:.4f}", f"{mae:.4f}", f"{gain / full:.0%}" if full > 0 else "-",
                         f"{c[f'{who}/{est}']['cover']:.3f}"]
-            rows.append(row)
+            rows.append(row + [f"{c[f'merge/{EXACT_ENDS}']['cover']:.3f}"])
         out.append(_table(["models", "d", "ability sd", "held-out naive", "p-IRT", "% of full gain",
                            "p-IRT cover", "merges naive", "p-IRT", "% of full gain",
                            "p-IRT cover", "merges naive", "mp-IRT", "% of full gain",
-                           "mp-IRT cover"], rows))
+                           "mp-IRT cover", "mp-IRT cover, endpoints exact"], rows))
     return "\n".join(out), pooled
 
 
@@ -198,7 +208,9 @@ def main() -> None:
     print("MAE: mean over benchmarks of the mean absolute error vs the item mean; "
           "'% of full gain': (naive - estimator) at this size / the same at 'all'; cover: "
           "share of estimate +- 1.96 stderr intervals holding the truth (all benchmarks pooled); "
-          "ability sd: sqrt(mean variance) of the fitted reference abilities.")
+          "ability sd: sqrt(mean variance) of the fitted reference abilities; 'endpoints "
+          "exact': mp-IRT's stderr without the endpoint abilities' error (the package before "
+          "irt/_merge_stderr.py).")
     for r in results:
         print(f"- {r['name']}: {r['n_items']} items, pool {r['n_pool']}, held-out {r['n_test']}, "
               f"merges {', '.join(m.split('/')[1] for m in r['merges']) or '-'}")

@@ -174,7 +174,7 @@ class Merge3Objective:
         kw: dict[str, Any] = {}
         if task_setup.config.estimator in MERGE_AWARE:
             kw["constraint"] = self.setup.lambda_constraint
-        if task_setup.config.estimator == "gmpirt_star":
+            # gmp-IRT* tunes c on them; every merge-aware stderr counts the endpoints' error.
             kw["endpoint_responses"] = task_setup.endpoint_correct.astype(float)
         return kw
 

@@ -9,15 +9,18 @@ the item counts as unseen).
 Uncertainty (``Estimate.stderr``): the standard error of the estimate as a predictor of the
 accuracy over all N items, from (a) the binomial variance of the answers not observed,
 sum_{D \\ D_bar} p_i (1 - p_i) / N^2, and (b) the Laplace (inverse-Hessian) variance of the
-fitted gamma or lambda propagated by the delta method. Naive: the binomial variance of a mean of
-n draws without replacement, with a Laplace-smoothed accuracy so all-correct answers do not give
-zero. Mixtures c * naive + (1 - c) * IRT use c * se_naive + (1 - c) * se_IRT (the bound for
-perfectly correlated errors: conservative). The IRT part is multiplied by
-``params.meta["stderr_scale"]`` when the fit stored one (small populations, see
-:func:`~optuna_merge3.irt._population.crossfit_stderr_scale`). It ignores the misfit of the IRT model itself; on
-real leaderboard data the 95% intervals still held their level (the prior-driven Laplace variance
-covers the misfit), except mp-IRT with the unconstrained lambda, whose Laplace variance is too
-small. docs/irt.md has the coverage measured.
+fitted gamma or lambda propagated by the delta method; for the merge-aware estimators given
+``endpoint_responses`` also (c) the Laplace variance of the endpoint abilities, through gamma
+and through the refit of lambda (:mod:`~optuna_merge3.irt._merge_stderr`). Naive: the
+binomial variance of a mean of n draws without replacement, with a Laplace-smoothed accuracy so
+all-correct answers do not give zero. Mixtures c * naive + (1 - c) * IRT use
+c * se_naive + (1 - c) * se_IRT (the bound for perfectly correlated errors: conservative). The
+IRT part is multiplied by ``params.meta["stderr_scale"]`` when the fit stored one (small
+populations, see :func:`~optuna_merge3.irt._population.crossfit_stderr_scale`). It ignores
+the misfit of the IRT model itself (for mp-IRT: a merge whose ability is not in the span of
+its endpoints'); on real leaderboard data the 95% intervals still held their level, except
+mp-IRT with the unconstrained lambda, whose Laplace variance is too small. docs/irt.md has
+the coverage measured.
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ from ._ability import (
     fit_merge_weights,
     merge_design,
 )
+from ._boundary import apply_boundary
 from ._extract import Subset
+from ._merge_stderr import endpoint_covariances, merge_cov_map
 from ._params import IRTParams
 
 
@@ -119,7 +124,10 @@ def _irt_part(params: IRTParams, obs: _Obs, gamma: np.ndarray, cov_map: Callable
     # stderr_scale: the cross-fitted widening for small populations (fit_irt).
     scale = float(params.meta.get("stderr_scale", 1.0))
     var = float(q.sum() / total**2 + cov_map(grad)) * scale**2
-    return float(np.clip(value, 0.0, 1.0)), float(np.sqrt(max(var, 0.0)))
+    value, se = float(np.clip(value, 0.0, 1.0)), float(np.sqrt(max(var, 0.0)))
+    # An all-wrong subset may come from a broken model (answers nothing right): _boundary.py.
+    value, se, _ = apply_boundary(params, obs.idx, obs.y, value, se)
+    return value, se
 
 
 def _pirt(params: IRTParams, obs: _Obs, prior_std: float | None
@@ -203,44 +211,58 @@ def gpirt_estimate(params: IRTParams, subset: Subset, y_subset: np.ndarray,
 
 
 def _mpirt(params: IRTParams, obs: _Obs, ends: np.ndarray, constraint: str | None,
-           ridge: float) -> tuple[float, float, np.ndarray, np.ndarray]:
+           ridge: float, end_cov: np.ndarray | None = None
+           ) -> tuple[float, float, np.ndarray, np.ndarray]:
     lam = fit_merge_weights(params, ends, obs.y, obs.idx, constraint=constraint, ridge=ridge)
     gamma = ends.T @ lam
     design = merge_design(params, ends, obs.idx)
     p = expit(design @ lam - params.beta[obs.idx])
-    prec = (design * (p * (1 - p))[:, None]).T @ design
+    w = p * (1 - p)
+    prec = (design * w[:, None]).T @ design
     prec += (ridge if constraint == "ridge" else 1e-6) * np.eye(lam.size)
-    value, se = _irt_part(params, obs, gamma,
-                          lambda g: (ends @ g) @ np.linalg.solve(prec, ends @ g))
+    cov_map = merge_cov_map(params.alpha[obs.idx], p - obs.y, w, design, prec, ends, lam,
+                             end_cov)
+    value, se = _irt_part(params, obs, gamma, cov_map)
     return value, se, lam, gamma
 
 
 def mpirt_estimate(params: IRTParams, subset: Subset, y_subset: np.ndarray,
                    endpoint_abilities: np.ndarray | None = None, *,
                    constraint: str | None = DEFAULT_LAMBDA_CONSTRAINT,
-                   ridge: float = DEFAULT_RIDGE) -> Estimate:
+                   ridge: float = DEFAULT_RIDGE,
+                   endpoint_responses: np.ndarray | None = None) -> Estimate:
     """mp-IRT (MERGE^3 eq. 4): p-IRT with the merged ability gamma = sum_j lambda_j gamma_j.
 
     (n/N) mean_{D_bar} Y + (1 - n/N) mean_{D \\ D_bar} p_i(sum_j lambda_j gamma_j), lambda fitted
     on the subset answers by :func:`fit_merge_weights` (``constraint``, ``ridge``).
+    ``endpoint_responses`` (n_endpoints, N; NaN = not answered), the answers the endpoint
+    abilities were fitted on (by :func:`fit_ability`, population prior), adds their error to
+    the stderr (:func:`~optuna_merge3.irt._merge_stderr.merge_cov_map`); without them the
+    endpoint abilities count as exact.
     """
     ends = _require(params, endpoint_abilities, "mpirt")
     obs = _observed(params, subset, y_subset)
-    value, se, lam, gamma = _mpirt(params, obs, ends, constraint, ridge)
+    value, se, lam, gamma = _mpirt(params, obs, ends, constraint, ridge,
+                                   endpoint_covariances(params, ends, endpoint_responses))
     return Estimate(value, se, {"lambda": lam, "gamma": gamma, "n": obs.n, "N": obs.n_items})
 
 
 def gmpirt_estimate(params: IRTParams, subset: Subset, y_subset: np.ndarray,
                     endpoint_abilities: np.ndarray | None = None, *, c: float = 0.5,
                     constraint: str | None = DEFAULT_LAMBDA_CONSTRAINT,
-                    ridge: float = DEFAULT_RIDGE) -> Estimate:
-    """gmp-IRT (MERGE^3 eq. 5): c * naive + (1 - c) * mp-IRT, paper default c = 1/2."""
+                    ridge: float = DEFAULT_RIDGE,
+                    endpoint_responses: np.ndarray | None = None) -> Estimate:
+    """gmp-IRT (MERGE^3 eq. 5): c * naive + (1 - c) * mp-IRT, paper default c = 1/2.
+
+    ``endpoint_responses``: as :func:`mpirt_estimate` (the stderr only).
+    """
     ends = _require(params, endpoint_abilities, "gmpirt")
     if not 0.0 <= c <= 1.0:
         raise ValueError(f"c must be in [0, 1], got {c}")
     obs = _observed(params, subset, y_subset)
     naive, se_naive = _naive(obs)
-    mp, se_mp, lam, gamma = _mpirt(params, obs, ends, constraint, ridge)
+    mp, se_mp, lam, gamma = _mpirt(params, obs, ends, constraint, ridge,
+                                   endpoint_covariances(params, ends, endpoint_responses))
     return Estimate(float(c * naive + (1 - c) * mp), float(c * se_naive + (1 - c) * se_mp),
                     {"c": c, "lambda": lam, "gamma": gamma, "naive": naive, "mpirt": mp,
                      "n": obs.n, "N": obs.n_items})
@@ -306,7 +328,7 @@ def gmpirt_star_estimate(params: IRTParams, subset: Subset, y_subset: np.ndarray
     # No endpoint answered any subset item: nothing to tune c on, use the paper's c = 1/2.
     c = float(judged.mean()) if judged.size else 0.5
     est = gmpirt_estimate(params, subset, y_subset, ends, c=c, constraint=constraint,
-                          ridge=ridge)
+                          ridge=ridge, endpoint_responses=endpoint_responses)
     est.details["c_endpoints"] = c_each
     return est
 
@@ -334,7 +356,8 @@ def estimate_accuracy(estimator: str, params: IRTParams | None, subset: Subset,
         y_subset: 0/1 answers on ``subset.indices`` (same order; NaN = no answer).
         endpoint_abilities: (n_endpoints, d), required by "mpirt", "gmpirt", "gmpirt_star".
         **kw: estimator options (``b``, ``c``, ``constraint``, ``ridge``,
-            ``endpoint_responses`` for "gmpirt_star", ...).
+            ``endpoint_responses``: required by "gmpirt_star", and the merge-aware stderr
+            counts the endpoint abilities' error with them, ...).
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; valid: {sorted(ESTIMATORS)}")

@@ -14,7 +14,12 @@ from threadpoolctl import threadpool_limits
 
 from ._ability import _fit_abilities, ability_prior
 from ._params import IRTParams, responses_fingerprint
-from ._population import CROSSFIT_MAX_MODELS, crossfit_stderr_scale, population_ability_prior
+from ._population import (
+    CROSSFIT_MAX_MODELS,
+    boundary_mixture,
+    crossfit_stderr_scale,
+    population_ability_prior,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -142,8 +147,10 @@ def fit_irt(
         calibrate_gp: also measure the IRT prediction error b(n) for gp-IRT (stored in
             ``meta["gp_b"]``, see :func:`calibrate_gp_error`).
         population_prior: store the fitted population's ability distribution as the prior of
-            a new model (``meta["ability_prior"]``, see :func:`population_ability_prior`);
-            False keeps N(0, ability_prior_std^2 I), the package's behaviour before it.
+            a new model (``meta["ability_prior"]``, see :func:`population_ability_prior`)
+            and, when some models score 0%, their share and the others' ability
+            distribution (``meta["boundary"]``, irt/_boundary.py); False keeps
+            N(0, ability_prior_std^2 I), the package's behaviour before both.
         calibrate_stderr: with at most ``CROSSFIT_MAX_MODELS`` models, refit on folds of the
             models and store ``meta["stderr_scale"]``, the factor the IRT estimators' stderr
             needs to cover held-out models (:func:`crossfit_stderr_scale`).
@@ -199,6 +206,9 @@ def fit_irt(
         if population_prior:
             params.meta["ability_prior"] = population_ability_prior(
                 params, gamma, mask, 1.0 / ability_prior_std**2)
+            boundary = boundary_mixture(params, gamma, arr, 1.0 / ability_prior_std**2)
+            if boundary:
+                params.meta["boundary"] = boundary
         if calibrate_stderr and population_prior and n_models <= CROSSFIT_MAX_MODELS:
             refit = functools.partial(
                 _refit, n_dims=d, alpha_prior_std=alpha_prior_std, beta_prior_std=beta_prior_std,

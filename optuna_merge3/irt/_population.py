@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy.special import expit
 
+from ._boundary import broken_share
 from ._estimators import pirt_estimate
 from ._extract import Subset
 from ._params import IRTParams
@@ -44,6 +45,21 @@ def population_ability_prior(
     post = np.linalg.inv(hess).mean(axis=0)
     spread = np.cov(gamma.T, bias=True).reshape(d, d) if gamma.shape[0] > 1 else np.zeros((d, d))
     return {"mean": gamma.mean(axis=0).tolist(), "cov": (spread + post).tolist()}
+
+
+def boundary_mixture(params: IRTParams, gamma: np.ndarray, responses: np.ndarray,
+                     fit_precision: float) -> dict | None:
+    """``meta["boundary"]``: the share of models at 0% (on the items they answered) and the
+    ability distribution of the others (as :func:`population_ability_prior`); None when no
+    model is at 0%, or fewer than 2 are not (irt/_boundary.py)."""
+    seen = ~np.isnan(responses)
+    acc = np.nansum(responses, axis=1) / np.maximum(seen.sum(axis=1), 1)
+    zero, others = broken_share(acc)
+    if zero == 0.0 or others.sum() < 2:
+        return None
+    rest = population_ability_prior(params, gamma[others], seen[others].astype(float),
+                                    fit_precision)
+    return {"zero": zero, **rest}
 
 
 def crossfit_stderr_scale(

@@ -40,6 +40,7 @@ class FitReport:
     #: such model): at the floor or ceiling the naive mean of any subset is (nearly) exact.
     mae_mid: dict[str, float] | None = None
     n_mid: int = 0
+    n_heldout: int = 0  # held-out models scored (those with >= 4 observed items)
 
     @property
     def helps(self) -> bool:
@@ -62,7 +63,18 @@ class FitReport:
             f"  accuracy from {self.subset_size} items, mean abs. error: {errors}",
         ] + ([f"  the same on the {self.n_mid} held-out models with accuracy in [0.05, 0.95]: "
               + ", ".join(f"{k} {v:.4f}" for k, v in self.mae_mid.items())]
-             if self.mae_mid else []) + [f"  -> {verdict}"]
+             if self.mae_mid else []) + [f"  -> {verdict}"] + self._why_not()
+
+    def _why_not(self) -> list[str]:
+        """When IRT does not help and most held-out models sit near 0% / 100%, say so: there
+        the naive mean of any subset is (nearly) exact, and the population says little about
+        the models in between, which are the ones a search looks for."""
+        edge = self.n_heldout - self.n_mid
+        if self.helps or not self.n_heldout or edge * 2 < self.n_heldout:
+            return []
+        return [f"     {edge} of {self.n_heldout} held-out models score below 5% or above 95%, "
+                "where the naive mean is nearly exact; add models that can do the task "
+                "(checkpoints, other fine-tunes) or more random merges (docs/reference.md)"]
 
 
 def _logloss(y: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -149,4 +161,4 @@ def irt_fit_report(responses: np.ndarray, n_dims: int, *, endpoints: Sequence[in
     return FitReport(n_models, n_total, n_dims, k, float(np.mean(ll_irt)), float(np.mean(ll_mean)),
                      k_sub, {name: float(np.mean(v)) for name, v in errors.items()}, estimator,
                      {name: float(np.mean(v)) for name, v in mid.items()} if n_mid else None,
-                     int(n_mid))
+                     int(n_mid), len(ll_irt))

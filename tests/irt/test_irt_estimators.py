@@ -37,7 +37,8 @@ def simulation(fitted):
         ends = np.stack([fit_ability(fitted.params, row) for row in y_ends])
         sub = extract_subset("random", 150, 20, rng)
         for name in ESTIMATORS:
-            kw = {"endpoint_responses": y_ends} if name == "gmpirt_star" else {}
+            # the answers the endpoint abilities came from: the stderr counts their error
+            kw = {"endpoint_responses": y_ends} if name in MERGE_AWARE else {}
             est = estimate_accuracy(name, fitted.params, sub, y[sub.indices],
                                     ends if name in MERGE_AWARE else None, **kw)
             errors[name].append(est.value - y.mean())

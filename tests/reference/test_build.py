@@ -93,3 +93,20 @@ def test_build_bad_input(kw: dict, message: str, runner: StudyRunner, tmp_path: 
     with pytest.raises(ValueError, match=message):
         build_reference(runner.config, runner=runner, **kw)
     assert (WORLD / "reference" / "math_it_responses.csv.gz").read_bytes() == before
+
+
+@pytest.mark.parametrize("n_mid, warned", [(2, True), (6, False)])
+def test_fit_report_says_why_when_most_models_sit_at_0_or_100(n_mid: int, warned: bool) -> None:
+    from optuna_merge3.reference import FitReport
+
+    report = FitReport(12, 120, 2, 5, 0.1, 0.4, 20,
+                       {"naive": 0.01, "pirt": 0.02, "mpirt": 0.02, "gmpirt": 0.015}, "gmpirt",
+                       {"naive": 0.06, "pirt": 0.05, "mpirt": 0.05, "gmpirt": 0.05}, n_mid, 10)
+    text = "\n".join(report.lines())
+    assert "does NOT help gmpirt" in text
+    assert ("held-out models score below 5% or above 95%" in text) is warned
+    if warned:
+        assert "8 of 10 held-out models" in text
+    helped = FitReport(12, 120, 2, 5, 0.1, 0.4, 20, {"naive": 0.03, "gmpirt": 0.02}, "gmpirt",
+                       None, 0, 10)
+    assert "below 5%" not in "\n".join(helped.lines())
