@@ -57,10 +57,27 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def train_world(tokenizer, world_seed: int, steps_scale: float, keep_checkpoints: bool) -> dict:
-    """Base + three fine-tunes of one world seed -> name -> fp32 state dict."""
+def train_world(
+    tokenizer,
+    world_seed: int,
+    steps_scale: float,
+    keep_checkpoints: bool,
+    *,
+    endpoints: tuple[str, ...] = ENDPOINTS,
+    mixtures: dict | None = None,
+    model_shape: dict | None = None,
+) -> dict:
+    """Base + one fine-tune per endpoint of one world seed -> name -> fp32 state dict.
+
+    ``mixtures`` (name -> sampler, with ``"base"``) and ``model_shape`` (``build_model``
+    keywords) default to this world's; the XL world passes its own.
+    """
+    mixtures = MIXTURES if mixtures is None else mixtures
     vocab = tokenizer.get_vocab()
-    model = build_model(len(vocab), vocab["<pad>"], vocab["<bos>"], vocab["<eos>"], world_seed)
+    model = build_model(
+        len(vocab), vocab["<pad>"], vocab["<bos>"], vocab["<eos>"], world_seed,
+        **(model_shape or {}),
+    )  # fmt: skip
     states: dict[str, dict] = {}
     base_steps = max(2, int(BASE_STEPS * steps_scale))
     ft_steps = max(2, int(FT_STEPS * steps_scale))
@@ -73,19 +90,19 @@ def train_world(tokenizer, world_seed: int, steps_scale: float, keep_checkpoints
 
     log(f"world {world_seed}: base, {base_steps} steps")
     train(
-        model, tokenizer, MIXTURES["base"], steps=base_steps, lr=BASE_LR,
+        model, tokenizer, mixtures["base"], steps=base_steps, lr=BASE_LR,
         warmup=min(BASE_WARMUP, base_steps // 2), seed=1000 * world_seed + 1,
         answer_only=False, checkpoint_every=base_steps // 5, on_checkpoint=keep("base"), log=log,
     )  # fmt: skip
     states["base"] = state_dict_copy(model)
     states.pop(f"base_step{base_steps}", None)
-    for j, name in enumerate(ENDPOINTS):
+    for j, name in enumerate(endpoints):
         for data_seed in (0, 1) if keep_checkpoints else (0,):
             tag = name if data_seed == 0 else f"{name}_data{data_seed}"
             log(f"world {world_seed}: {tag}, {ft_steps} steps")
             model.load_state_dict(states["base"])
             train(
-                model, tokenizer, MIXTURES[name], steps=ft_steps, lr=FT_LR,
+                model, tokenizer, mixtures[name], steps=ft_steps, lr=FT_LR,
                 warmup=min(FT_WARMUP, ft_steps // 2),
                 seed=1000 * world_seed + 100 * (j + 1) + data_seed, answer_only=True,
                 checkpoint_every=ft_steps // 4 if data_seed == 0 else None,
@@ -97,26 +114,32 @@ def train_world(tokenizer, world_seed: int, steps_scale: float, keep_checkpoints
     return {"model": model, "states": states}
 
 
-def random_merges(states: dict, rng: np.random.Generator, n_ta: int, n_linear: int) -> dict:
+def random_merges(
+    states: dict,
+    rng: np.random.Generator,
+    n_ta: int,
+    n_linear: int,
+    endpoints: tuple[str, ...] = ENDPOINTS,
+) -> dict:
     """Random task-arithmetic and linear merges of the endpoints (reference population).
 
     Task-arithmetic weights are a Dirichlet split of a total drawn in [0.5, 1.5] over a random
     pair or all three endpoints: uniform weights per endpoint put most merges where the summed
     task vectors wreck the model (every task at 0%), which tells IRT nothing about the items.
     """
-    eps = [states[name] for name in ENDPOINTS]
+    eps = [states[name] for name in endpoints]
     out = {}
     for i in range(n_ta):
-        active = np.ones(len(ENDPOINTS), dtype=bool)
+        active = np.ones(len(endpoints), dtype=bool)
         if rng.random() < 0.5:  # a random pair of endpoints
-            active[int(rng.integers(len(ENDPOINTS)))] = False
-        w = np.zeros(len(ENDPOINTS))
+            active[int(rng.integers(len(endpoints)))] = False
+        w = np.zeros(len(endpoints))
         w[active] = rng.dirichlet(np.ones(int(active.sum()))) * rng.uniform(0.5, 1.5)
         out[f"merge_ta{i:02d}_" + "_".join(f"{v:.2f}" for v in w)] = task_arithmetic(
             states["base"], eps, w.tolist()
         )
     for i in range(n_linear):
-        w = rng.dirichlet(np.ones(len(ENDPOINTS)))
+        w = rng.dirichlet(np.ones(len(endpoints)))
         out[f"merge_lin{i:02d}_" + "_".join(f"{v:.2f}" for v in w)] = linear(eps, w.tolist())
     return out
 
@@ -174,34 +197,54 @@ def write_responses(path: Path, item_ids: list[str], rows: dict[str, np.ndarray]
         gz.write(buf.getvalue().encode())
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=HERE)
+def build_args(argv: list[str] | None, doc: str, out: Path, quick: str) -> argparse.Namespace:
+    """The build command line (``--out --seed --threads --quick``); sets threads and logging."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=out)
     parser.add_argument("--seed", type=int, default=0, help="world seed of the shipped models")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="5%% of the steps (smoke test)")
+    parser.add_argument("--quick", action="store_true", help=quick)
     args = parser.parse_args(argv)
-    t_start = time.time()
     torch.set_num_threads(args.threads)
     _quiet_transformers()
-    out: Path = args.out
-    scale = 0.05 if args.quick else 1.0
+    return args
 
-    tokenizer = build_tokenizer()
-    tasks = build_tasks(seed=12345)
+
+def save_shipped(world: dict, endpoints: tuple[str, ...], tokenizer, out: Path) -> list[str]:
+    """Save base + endpoints under ``models/``; the live model is left holding the base."""
+    model, states = world["model"], world["states"]
+    shipped = ["base", *endpoints]
+    for name in shipped:
+        model.load_state_dict(states[name])
+        save_model(model, tokenizer, out / "models" / name)
+    model.load_state_dict(states["base"])
+    log(f"saved {shipped}")
+    return shipped
+
+
+def task_scorer(tasks: dict, out: Path, tokenizer) -> Scorer:
+    """Write ``tasks/<task>.jsonl`` + ``.json`` and return the scorer reading them."""
     for task in tasks.values():
         write_task(task, out / "tasks")
     scorer = Scorer(tasks, out / "tasks", tokenizer)
     log(f"{len(tokenizer)} tokens, tasks {[(n, len(t.examples)) for n, t in tasks.items()]}, "
         f"scoring with {scorer.backend}")  # fmt: skip
+    return scorer
+
+
+def main(argv: list[str] | None = None) -> None:
+    t_start = time.time()
+    args = build_args(argv, __doc__, HERE, "5%% of the steps (smoke test)")
+    out: Path = args.out
+    scale = 0.05 if args.quick else 1.0
+
+    tokenizer = build_tokenizer()
+    tasks = build_tasks(seed=12345)
+    scorer = task_scorer(tasks, out, tokenizer)
 
     world = train_world(tokenizer, args.seed, scale, keep_checkpoints=True)
     model, states = world["model"], world["states"]
-    shipped = ["base", *ENDPOINTS]
-    for name in shipped:
-        model.load_state_dict(states[name])
-        save_model(model, tokenizer, out / "models" / name)
-    log(f"saved {shipped}")
+    shipped = save_shipped(world, ENDPOINTS, tokenizer, out)
 
     # A second world seed: its base and endpoints join the reference population and repeat the
     # cross-lingual grid (is the transfer a property of the recipe or of one seed?).
@@ -220,6 +263,38 @@ def main(argv: list[str] | None = None) -> None:
     for name, sd in transfer_merges(world2["states"], rng, n=8).items():
         population[f"world{args.seed + 1}_{name}"] = sd
 
+    correct = score_population(model, scorer, population, tasks, out)
+
+    log("cross-lingual merge grids")
+    grids = {f"world{args.seed}": merge_grid(model, scorer, states)}
+    grids[f"world{args.seed + 1}"] = merge_grid(world2["model"], scorer, world2["states"])
+    for key, grid in grids.items():
+        log(f"{key}: endpoints {grid['endpoints']} best {grid['best']} "
+            f"gain {grid['gain_over_best_endpoint']:+.3f}")  # fmt: skip
+
+    manifest = {
+        "description": "Embedded tiny world of optuna-merge3 (DESIGN.md section 4's recipe)",
+        "seed": args.seed,
+        "quick": args.quick,
+        "models": model_entries(shipped, _training_summary),
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(tokenizer),
+        "tasks": task_entries(tasks),
+        "accuracy": {
+            name: {t: round(float(correct[name][t].mean()), 4) for t in tasks} for name in shipped
+        },
+        "reference_population": population_entry(population, correct, tasks),
+        "merge_grid": grids,
+        "scoring_backend": scorer.backend,
+        "build_seconds": round(time.time() - t_start, 1),
+        "threads": args.threads,
+        "versions": versions(),
+    }
+    write_manifest(out, manifest)
+
+
+def score_population(model, scorer: Scorer, population: dict, tasks: dict, out: Path) -> dict:
+    """Score every reference model on every task; write ``reference/<task>_responses.csv.gz``."""
     log(f"scoring {len(population)} reference models on {len(tasks)} tasks")
     correct: dict[str, dict[str, np.ndarray]] = {}
     for name, sd in population.items():
@@ -232,64 +307,60 @@ def main(argv: list[str] | None = None) -> None:
             task.item_ids,
             {name: c[task_name] for name, c in correct.items()},
         )
+    return correct
 
-    log("cross-lingual merge grids")
-    grids = {f"world{args.seed}": merge_grid(model, scorer, states)}
-    grids[f"world{args.seed + 1}"] = merge_grid(world2["model"], scorer, world2["states"])
-    for key, grid in grids.items():
-        log(f"{key}: endpoints {grid['endpoints']} best {grid['best']} "
-            f"gain {grid['gain_over_best_endpoint']:+.3f}")  # fmt: skip
 
+def model_entries(shipped: list[str], training) -> dict:
+    """The manifest's ``models`` table; ``training(name)`` describes how a model was trained."""
+    return {
+        name: {
+            "path": f"models/{name}",
+            "role": "base" if name == "base" else "endpoint",
+            "training": training(name),
+        }
+        for name in shipped
+    }
+
+
+def task_entries(tasks: dict) -> dict:
+    """The manifest's ``tasks`` table: files, size and scoring config of every task."""
+    return {
+        name: {
+            "path": f"tasks/{name}.jsonl",
+            "config": f"tasks/{name}.json",
+            "n_items": len(task.examples),
+            "reference": f"reference/{name}_responses.csv.gz",
+            **{k: v for k, v in task_config(task).items() if k != "name"},
+        }
+        for name, task in tasks.items()
+    }
+
+
+def population_entry(population: dict, correct: dict, tasks: dict) -> dict:
+    """The manifest's ``reference_population``: each model's kind and accuracies."""
+    return {
+        "n_models": len(population),
+        "models": {name: _kind(name) for name in population},
+        "accuracy": {
+            name: {t: round(float(c[t].mean()), 4) for t in tasks} for name, c in correct.items()
+        },
+    }
+
+
+def versions() -> dict:
     import tokenizers
     import transformers
 
-    manifest = {
-        "description": "Embedded tiny world of optuna-merge3 (DESIGN.md section 4's recipe)",
-        "seed": args.seed,
-        "quick": args.quick,
-        "models": {
-            name: {
-                "path": f"models/{name}",
-                "role": "base" if name == "base" else "endpoint",
-                "training": _training_summary(name),
-            }
-            for name in shipped
-        },
-        "n_parameters": sum(p.numel() for p in model.parameters()),
-        "vocab_size": len(tokenizer),
-        "tasks": {
-            name: {
-                "path": f"tasks/{name}.jsonl",
-                "config": f"tasks/{name}.json",
-                "n_items": len(task.examples),
-                "reference": f"reference/{name}_responses.csv.gz",
-                **{k: v for k, v in task_config(task).items() if k != "name"},
-            }
-            for name, task in tasks.items()
-        },
-        "accuracy": {
-            name: {t: round(float(correct[name][t].mean()), 4) for t in tasks} for name in shipped
-        },
-        "reference_population": {
-            "n_models": len(population),
-            "models": {name: _kind(name) for name in population},
-            "accuracy": {
-                name: {t: round(float(c[t].mean()), 4) for t in tasks}
-                for name, c in correct.items()
-            },
-        },
-        "merge_grid": grids,
-        "scoring_backend": scorer.backend,
-        "build_seconds": round(time.time() - t_start, 1),
-        "threads": args.threads,
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "tokenizers": tokenizers.__version__,
-            "numpy": np.__version__,
-        },
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+        "numpy": np.__version__,
     }
+
+
+def write_manifest(out: Path, manifest: dict) -> None:
     with open(out / "world.json", "w", encoding="utf-8") as fh:
         json.dump(manifest, fh, indent=1, ensure_ascii=False)
         fh.write("\n")

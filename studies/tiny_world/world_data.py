@@ -239,24 +239,42 @@ def trivia_examples() -> list[Example]:
     ]
 
 
+# What each template's answer is (same order as MATH_TEMPLATES; the XL world adds "mul").
+MATH_OPS = ("add", "add", "keep")
+OPS: dict[str, Callable[[int, int], int]] = {
+    "add": lambda a, b: a + b,
+    "keep": lambda a, b: a,  # (a+b)-b: the third template gives b away again
+    "mul": lambda a, b: a * b,
+}
+
+
 def math_example(
-    rng: np.random.Generator, lang: str, max_operand: int, answer_lang: str | None = None
+    rng: np.random.Generator,
+    lang: str,
+    max_operand: int,
+    answer_lang: str | None = None,
+    templates: list[tuple[str, str]] | None = None,
 ) -> Example:
-    """A random word problem; ``answer_lang`` lets the base answer Italian questions in English."""
-    template_idx = int(rng.integers(3))
+    """A random word problem; ``answer_lang`` lets the base answer Italian questions in English.
+
+    ``templates`` are ``(template, op)`` pairs (default: the language's MATH_TEMPLATES with
+    MATH_OPS); ``{s}`` in a template is a + b.
+    """
+    if templates is None:
+        templates = list(zip(MATH_TEMPLATES[lang], MATH_OPS, strict=True))
+    template, op = templates[int(rng.integers(len(templates)))]
     a, b = (int(v) for v in rng.integers(0, max_operand + 1, size=2))
     n, m = rng.choice(len(NAMES), size=2, replace=False)
     en_o, it_o, q = OBJECTS[int(rng.integers(len(OBJECTS)))]
-    text = MATH_TEMPLATES[lang][template_idx].format(
+    text = template.format(
         n=NAMES[n], m=NAMES[m], a=a, b=b, s=a + b, o=en_o if lang == "en" else it_o, q=q
     )
-    answer = a if template_idx == 2 else a + b
-    return Example(text, str(answer), answer_lang or lang)
+    return Example(text, str(OPS[op](a, b)), answer_lang or lang)
 
 
-def counting_example(rng: np.random.Generator) -> Example:
+def counting_example(rng: np.random.Generator, max_k: int = MAX_NUMBER) -> Example:
     """An Italian counting story: a quantity question answered in Italian, no arithmetic."""
-    k = int(rng.integers(0, MAX_NUMBER + 1))
+    k = int(rng.integers(0, max_k + 1))
     _, it_o, q = OBJECTS[int(rng.integers(len(OBJECTS)))]
     n = NAMES[int(rng.integers(len(NAMES)))]
     return Example(COUNTING_TEMPLATE.format(n=n, k=k, o=it_o, q=q), str(k), "it")
@@ -299,12 +317,14 @@ MIXTURES: dict[str, Sampler] = {
 }
 
 
-def math_task_examples(lang: str, n_items: int, seed: int) -> list[Example]:
+def math_task_examples(
+    lang: str, n_items: int, seed: int, templates: list[tuple[str, str]] | None = None
+) -> list[Example]:
     """``n_items`` distinct word problems with operands 0-9 (the evaluation sets)."""
     rng = np.random.default_rng(seed)
     seen: dict[str, Example] = {}
     while len(seen) < n_items:
-        ex = math_example(rng, lang, 9)
+        ex = math_example(rng, lang, 9, templates=templates)
         seen.setdefault(ex.question, ex)
     return list(seen.values())
 

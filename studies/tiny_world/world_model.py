@@ -7,6 +7,7 @@ embeddings, word-level tokenizer), small enough to train on one CPU thread in mi
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,8 +20,11 @@ SPECIAL = ["<pad>", "<unk>", "<bos>", "<eos>"]
 MAX_LEN = 48  # longest example is ~30 tokens
 
 
-def build_tokenizer():
+def build_tokenizer(words: list[str] | None = None):
     """A ``PreTrainedTokenizerFast`` over a WordLevel vocabulary of every word in the world.
+
+    ``words`` (sorted, no specials) defaults to :func:`world_data.all_words`; the XL world passes
+    its larger vocabulary.
 
     Whitespace splitting (no punctuation splitting: "Q:" is one token), BOS added by the
     post-processor so that ``tokenizer(prompt)`` gives exactly what the model was trained on,
@@ -29,7 +33,7 @@ def build_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: i for i, tok in enumerate(SPECIAL + all_words())}
+    vocab = {tok: i for i, tok in enumerate(SPECIAL + (all_words() if words is None else words))}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.post_processor = processors.TemplateProcessing(
@@ -48,15 +52,28 @@ def build_tokenizer():
     )
 
 
-def build_model(vocab_size: int, pad_id: int, bos_id: int, eos_id: int, seed: int):
-    """A freshly initialised tiny ``LlamaForCausalLM`` (weights from ``torch.manual_seed(seed)``)."""
+def build_model(
+    vocab_size: int,
+    pad_id: int,
+    bos_id: int,
+    eos_id: int,
+    seed: int,
+    *,
+    num_hidden_layers: int = 2,
+    intermediate_size: int = 512,
+):
+    """A freshly initialised tiny ``LlamaForCausalLM`` (weights from ``torch.manual_seed(seed)``).
+
+    The defaults are the tiny world's shape; the XL world uses 4 layers with an MLP of 256 (about
+    the same compute per token, and one layer block per gene).
+    """
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=128,
-        intermediate_size=512,
-        num_hidden_layers=2,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_hidden_layers,
         num_attention_heads=4,
         num_key_value_heads=4,
         max_position_embeddings=64,
@@ -160,13 +177,26 @@ def state_dict_copy(model) -> dict[str, torch.Tensor]:
 def task_arithmetic(
     base: dict[str, torch.Tensor],
     endpoints: list[dict[str, torch.Tensor]],
-    weights: list[float],
+    weights: list[float] | list[list[float]],
 ) -> dict[str, torch.Tensor]:
-    """base + sum_j w_j (endpoint_j - base): MergeKit's ``task_arithmetic`` without rescaling."""
+    """base + sum_j w_j (endpoint_j - base): MergeKit's ``task_arithmetic`` without rescaling.
+
+    ``weights[j]`` is one number, or one number per layer (``model.layers.<i>.``); tensors outside
+    the decoder layers take the first value, as MergeKit reads a gradient at t = 0 there.
+    """
     return {
-        k: base[k] + sum(w * (ep[k] - base[k]) for w, ep in zip(weights, endpoints, strict=True))
+        k: base[k]
+        + sum(_at_layer(w, k) * (ep[k] - base[k]) for w, ep in zip(weights, endpoints, strict=True))
         for k in base
     }
+
+
+def _at_layer(weight: float | list[float], key: str) -> float:
+    """The weight of tensor ``key``: a number, or the entry of its decoder layer (else the first)."""
+    if not isinstance(weight, (list, tuple)):
+        return weight
+    match = re.match(r"model\.layers\.(\d+)\.", key)
+    return float(weight[int(match.group(1))]) if match else float(weight[0])
 
 
 def linear(
