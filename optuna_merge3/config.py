@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from optuna_merge3.fingerprint import file_sha, input_fingerprints
+from optuna_merge3.plan import INPUTS, MEMORY_MODES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -151,10 +152,10 @@ class MergeTable:
     filters: list[str] = setting([], doc="tensor-name filters with their own genes")
     split: list[str] | None = setting(None, doc="parameters that get per-block / per-filter genes")
     # The memory plan (optuna_merge3/plan.py): how the merge runs, not what it computes.
-    memory: str = setting("auto", choices=("auto", "resident", "stream"), signature=False,
+    memory: str = setting("auto", choices=MEMORY_MODES, signature=False,
                           doc="auto: the fastest mode that fits; resident: inputs kept on the "
                               "merge device; stream: read per tensor from the page cache")
-    inputs: str | None = setting(None, choices=(None, "cpu", "device"), signature=False,
+    inputs: str | None = setting(None, choices=(None, *INPUTS), signature=False,
                                  doc="where inputs live between trials: device (resident) or cpu "
                                      "(stream); unset: the plan picks")
     device_memory_gb: float | None = setting(None, gt=0, signature=False,
