@@ -359,7 +359,8 @@ def claim_budget_slot(
     Several workers each running ``optimize`` with ``MaxTrialsCallback`` overshoot the budget
     (every running trial completes). Here a trial counts the complete trials plus the running
     ones created before it; while that reaches the budget it waits (those may still fail and free
-    a slot), and once the budget is met it is pruned and the study stopped.
+    a slot), and once the budget is met it is pruned and the study stopped, leaving nothing of
+    dead workers RUNNING or WAITING (:func:`_close_after_budget`).
 
     Queued trials (enqueued seeds, and the copies made of a killed worker's trial) go first: a
     freshly sampled trial that would take the last free slot while such a trial waits is pruned,
@@ -387,6 +388,7 @@ def claim_budget_slot(
         queued = mine is not None and _is_queued(mine)
         if complete >= budget:
             trial.set_user_attr("budget", "exhausted")
+            _close_after_budget(study, trial.number, poll_s)
             study.stop()
             raise optuna.TrialPruned(f"trial budget of {budget} complete trials is met")
         taken = complete + len(earlier_running)
@@ -407,6 +409,30 @@ def claim_budget_slot(
             say(message)
             said = time.monotonic()
         _fail_stale(study)
+        time.sleep(poll_s)
+
+
+def _close_after_budget(study: optuna.Study, me: int, poll_s: float) -> None:
+    """The budget is met, so nothing more runs: fail dead workers' trials and retire the retries
+    queued for them (PRUNED, user attr ``budget: exhausted``) instead of leaving them WAITING.
+
+    A worker killed between ``ask`` and its record leaves a RUNNING trial that is only recognised
+    after ``_UNRECORDED_GRACE_S``; wait for it, so that the study ends with nothing RUNNING
+    (a live worker records itself within milliseconds). Seeds the user enqueued stay WAITING
+    for a later run with a larger budget.
+    """
+    storage = study._storage
+    while True:
+        _fail_stale(study)
+        for copy in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            # WAITING -> RUNNING is atomic in every storage: False when another worker took it
+            if "failed_trial" in copy.system_attrs and storage.set_trial_state_values(
+                    copy._trial_id, state=TrialState.RUNNING):
+                storage.set_trial_user_attr(copy._trial_id, "budget", "exhausted")
+                storage.set_trial_state_values(copy._trial_id, state=TrialState.PRUNED)
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if all(t.number == me or _own_record(t) is not None for t in running):
+            return
         time.sleep(poll_s)
 
 

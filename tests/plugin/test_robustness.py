@@ -260,3 +260,38 @@ def test_a_fresh_trial_leaves_the_last_slot_to_a_queued_retry() -> None:
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 2
 
 
+
+
+def test_once_the_budget_is_met_no_retry_is_left_waiting_and_no_dead_trial_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The soak test's end: a worker died before it recorded itself, and its trial is only
+    recognised after the grace; the last trials complete meanwhile. The worker that finds the
+    budget met fails the dead trial and retires its queued retry; a user's seed stays queued."""
+    monkeypatch.setattr(workers, "_UNRECORDED_GRACE_S", 0.3)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    dead = study.ask()  # killed between ask and record_worker: no record, no heartbeat
+    study.enqueue_trial({"x": 0.25})  # the user's seed
+    last = study.ask()  # pops the seed
+    study.tell(last, last.suggest_float("x", 0, 1))
+    study.enqueue_trial({"x": 0.75})
+    workers.record_worker(seed := study.ask())  # a live worker's queued trial, recorded
+    study.tell(seed, state=TrialState.PRUNED)
+
+    def objective(trial: optuna.Trial) -> float:  # the worker that finds the budget met
+        workers.record_worker(trial)
+        study.enqueue_trial({"x": 0.5}, user_attrs={"kept": True})  # stays for a larger budget
+        workers.claim_budget_slot(trial, budget=3, poll_s=0.05, timeout_s=5)
+        return 0.0
+
+    study.optimize(objective, n_trials=1)
+    trials = study.get_trials()
+    over = trials[seed.number + 1]
+    assert over.state == TrialState.PRUNED and over.user_attrs["budget"] == "exhausted"
+    assert trials[dead.number].state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == dead.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.PRUNED
+    assert retries[0].user_attrs["budget"] == "exhausted"
+    assert [t.user_attrs for t in trials if t.state == TrialState.WAITING] == [{"kept": True}]
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING]

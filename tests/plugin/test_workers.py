@@ -144,7 +144,10 @@ def test_soak_four_workers_killed_at_random_finish_exactly_the_budget(
     optuna.create_study(study_name=name, storage=study_lib.open_storage(url),
                         directions=["maximize"] * 2)
     rng = random.Random(0)
-    procs = [_start(url, name, budget, log, seed=i, sleep_s=0.3) for i in range(4)]
+    # heartbeat 3 s (grace 6 s): with 1 s a 2 s stall of the shared test machine made live
+    # trials look stale; dead workers here are recognised by their pid at once anyway
+    beat = {"sleep_s": 0.3, "heartbeat_s": 3}
+    procs = [_start(url, name, budget, log, seed=i, **beat) for i in range(4)]
     seen: dict[int, tuple] = {}
     kills, next_kill, deadline = 0, rng.randint(2, 5), time.monotonic() + 360
     try:
@@ -161,7 +164,7 @@ def test_soak_four_workers_killed_at_random_finish_exactly_the_budget(
                 procs[victim].kill()  # SIGKILL: no cleanup at all
                 procs[victim].join()
                 kills += 1
-                procs[victim] = _start(url, name, budget, log, seed=100 + kills, sleep_s=0.3)
+                procs[victim] = _start(url, name, budget, log, seed=100 + kills, **beat)
                 next_kill = len(complete) + rng.randint(2, 5)
             time.sleep(0.1)
         for proc in procs:
