@@ -58,3 +58,22 @@ def test_gpu_check_quick_runs_the_pipeline_on_cpu(tmp_path: Path) -> None:
         assert row["plan_mode"] == "stream" and row["n_complete"] == 4
         assert row["merge_s"] > 0 and row["generate_s"] > 0 and row["trials_per_hour"] > 0
         assert row["s_per_trial"] >= row["merge_s"] + row["generate_s"]
+
+
+def test_headline_subsets_report_pairs_by_seed() -> None:
+    """The fixed-vs-fresh report (its searches need the XL world: not run here)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import headline_subsets
+
+    held = {("gmpirt", "fixed"): [0.2, 0.4], ("gmpirt", "fresh"): [0.3, 0.5],
+            ("naive", "fixed"): [0.3, 0.3], ("naive", "fresh"): [0.2, 0.2],
+            ("pirt", "fixed"): [0.3, 0.3], ("pirt", "fresh"): [0.3, 0.3]}
+    rows = [{"seed": s, "estimator": e, "mode": m, "fitness": v[s] + 0.1, "true": v[s],
+             "heldout": v[s], "ties": 1 + s, "tied_truth": [v[s]]}
+            for (e, m), v in held.items() for s in range(2)]
+    out = "\n".join(headline_subsets.report(rows, [0.4, 0.2], 2, 1.0))
+    # gmp-IRT fresh: 40.0 held-out = 133.3% of (a)'s 30.0; minus naive fresh (0.1, 0.3): +20.0
+    # ± 10.0; minus its fixed subset (0.1, 0.1): +10.0 ± 0.0; fitness 10 points over the truth
+    assert "| (b) gmp-IRT | fresh | 40.0 ± 14.1 | 133.3% | +20.0 ± 10.0 | +10.0 ± 0.0 | +10.0 |" \
+        in out
+    assert "| 1 | 20.0 | 40.0 (2 tied: 40) |" in out
