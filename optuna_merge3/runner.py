@@ -389,13 +389,10 @@ class StudyRunner:
         started = time.perf_counter()
         try:
             if done < budget:
-                study.optimize(
-                    objective,
-                    n_trials=None,
-                    timeout=self.config.timeout_s,
-                    callbacks=callbacks,
-                    gc_after_trial=False,
-                )
+                from optuna_merge3.workers import optimize
+
+                optimize(study, objective, callbacks=callbacks, timeout=self.config.timeout_s,
+                         say=self.progress)
         finally:  # also on SIGTERM / Ctrl-C, so the bar does not garble the last message
             for callback in callbacks:
                 if hasattr(callback, "close"):

@@ -43,7 +43,9 @@ __all__ = [
     "claim_genotype",
     "describe_worker",
     "fail_and_requeue",
+    "failed_under_us",
     "genotype_key",
+    "optimize",
     "record_worker",
     "requeue_interrupted",
     "run_claimed",
@@ -268,6 +270,52 @@ def requeue_interrupted(study: optuna.Study, max_retry: int = 3) -> list[int]:
     for trial in mine:
         _requeue(study, trial, max_retry)
     return [t.number for t in mine]
+
+
+def failed_under_us(study: optuna.Study, exc: BaseException) -> int | None:
+    """The trial of this process that another worker failed while it ran, when ``exc`` is
+    Optuna's refusal to tell it; None for any other error.
+
+    On a stalled machine or database a live trial's heartbeat can look stale: another worker then
+    fails it and queues its copy, and ``optimize`` raises at the tell, ending this worker
+    (Optuna 5.1 raises an ``AssertionError`` from its log step with the refusal as its context).
+    """
+    chain: BaseException | None = exc
+    while chain is not None and not (isinstance(chain, ValueError)
+                                     and "Cannot tell a FAIL trial" in str(chain)):
+        chain = chain.__context__
+    if chain is None:
+        return None
+    me = _this_worker()
+    mine = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if (r := _own_record(t)) and (r.get("host"), r.get("pid")) == (me["host"], me["pid"])]
+    return mine[-1] if mine else None
+
+
+def optimize(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], Any],
+    *,
+    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] | None = None,
+    timeout: float | None = None,
+    say: Callable[[str], None] | None = None,
+) -> None:
+    """``study.optimize(objective)`` as a worker runs it: when another worker failed the trial
+    this one was running (:func:`failed_under_us`), say so and go on; its copy is queued."""
+    say = say or _logger.warning
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            study.optimize(objective, n_trials=None, timeout=left, callbacks=callbacks,
+                           gc_after_trial=False)
+            return
+        except (ValueError, AssertionError) as exc:
+            number = failed_under_us(study, exc)
+            if number is None:
+                raise
+            say(f"[workers] trial {number} was failed by another worker while it ran (its "
+                "heartbeat looked stale); its copy is queued, going on")
 
 
 def _requeue(study: optuna.Study, trial: FrozenTrial, max_retry: int) -> None:

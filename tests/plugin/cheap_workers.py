@@ -61,8 +61,8 @@ def worker(url: str, name: str, budget: int, log: str, *, population: int = 8,
         return workers.run_claimed(trial, suggest, evaluate, budget=budget,
                                    beat_s=heartbeat_s if journal else None, say=lambda m: None)
 
-    study.optimize(objective, callbacks=[
-        optuna.study.MaxTrialsCallback(budget, states=(TrialState.COMPLETE,))])
+    workers.optimize(study, objective, callbacks=[
+        optuna.study.MaxTrialsCallback(budget, states=(TrialState.COMPLETE,))], say=print)
 
 
 def read_log(path: str) -> list[dict]:

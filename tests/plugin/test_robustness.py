@@ -28,6 +28,7 @@ from plugin_helpers import (
     TinyStudy,
     copy_estimate_cache,
     copy_world,
+    run_cli,
     sqlite_url,
     tiny_raw,
     write_config,
@@ -295,3 +296,34 @@ def test_once_the_budget_is_met_no_retry_is_left_waiting_and_no_dead_trial_runni
     assert retries[0].user_attrs["budget"] == "exhausted"
     assert [t.user_attrs for t in trials if t.state == TrialState.WAITING] == [{"kept": True}]
     assert not [t.number for t in trials if t.state == TrialState.RUNNING]
+
+
+def test_a_worker_whose_live_trial_another_failed_goes_on(
+    existing_study: TinyStudy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During a stall another worker takes a live trial's heartbeat for stale, fails it and
+    queues its copy; Optuna then refuses to tell the trial. The worker says so and goes on: the
+    copy runs and the budget is still met exactly."""
+    from optuna_merge3.objective import Merge3Objective
+
+    evaluate = Merge3Objective._evaluate_or_fail
+    stolen: list[int] = []
+
+    def evaluate_during_a_stall(self, trial, params):  # noqa: ANN001, ANN202
+        values = evaluate(self, trial, params)
+        frozen = trial.study._storage.get_trial(trial._trial_id)
+        if not stolen and "failed_trial" not in frozen.system_attrs:  # once, on a fresh trial
+            stolen.append(trial.number)
+            assert workers.fail_and_requeue(trial.study, [frozen]) == 1  # "another worker"
+        return values
+
+    monkeypatch.setattr(Merge3Objective, "_evaluate_or_fail", evaluate_during_a_stall)
+    code, out, err = run_cli("run", existing_study.config_path, "--n-trials", "6")
+    assert code == 0, err[-3000:]
+    assert f"trial {stolen[0]} was failed by another worker while it ran" in out + err
+    trials = optuna.load_study(study_name=existing_study.name,
+                               storage=existing_study.storage).trials
+    assert trials[stolen[0]].state == TrialState.FAIL
+    copy = next(t for t in trials if t.system_attrs.get("failed_trial") == stolen[0])
+    assert copy.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 6
