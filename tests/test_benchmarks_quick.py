@@ -69,7 +69,7 @@ def test_headline_subsets_report_pairs_by_seed() -> None:
             ("naive", "fixed"): [0.3, 0.3], ("naive", "fresh"): [0.2, 0.2],
             ("pirt", "fixed"): [0.3, 0.3], ("pirt", "fresh"): [0.3, 0.3]}
     rows = [{"seed": s, "estimator": e, "mode": m, "fitness": v[s] + 0.1, "true": v[s],
-             "heldout": v[s], "ties": 1 + s, "tied_truth": [v[s]]}
+             "heldout": v[s], "ties": 1 + s, "tied_truth": [v[s]], "smoothed_heldout": v[s]}
             for (e, m), v in held.items() for s in range(2)]
     out = "\n".join(headline_subsets.report(rows, [0.4, 0.2], 2, 1.0))
     # gmp-IRT fresh: 40.0 held-out = 133.3% of (a)'s 30.0; minus naive fresh (0.1, 0.3): +20.0
