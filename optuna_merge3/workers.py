@@ -261,12 +261,9 @@ def requeue_interrupted(study: optuna.Study, max_retry: int = 3) -> list[int]:
     Returns:
         The numbers of the re-queued trials.
     """
-    me = _this_worker()
     trials = study.get_trials(deepcopy=False)
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-    mine = [t for t in trials if t.state == TrialState.FAIL and t.number not in retried
-            and (_own_record(t) or {}).get("pid") == me["pid"]
-            and _own_record(t).get("host") == me["host"]]
+    mine = [t for t in _failed_here(trials) if t.number not in retried]
     for trial in mine:
         _requeue(study, trial, max_retry)
     return [t.number for t in mine]
@@ -286,10 +283,15 @@ def failed_under_us(study: optuna.Study, exc: BaseException) -> int | None:
         chain = chain.__context__
     if chain is None:
         return None
+    mine = _failed_here(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+    return mine[-1].number if mine else None
+
+
+def _failed_here(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The FAIL trials among ``trials`` that this process (host and pid) ran."""
     me = _this_worker()
-    mine = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-            if (r := _own_record(t)) and (r.get("host"), r.get("pid")) == (me["host"], me["pid"])]
-    return mine[-1] if mine else None
+    return [t for t in trials if t.state == TrialState.FAIL and (r := _own_record(t))
+            and (r.get("host"), r.get("pid")) == (me["host"], me["pid"])]
 
 
 def optimize(
