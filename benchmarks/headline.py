@@ -252,16 +252,23 @@ class RunResult:
     path: list[dict[str, float]] = field(default_factory=list)  # complete trials, in order
 
 
+def seeded_study(world: World, n_objectives: int, seed: int, population: int) -> optuna.Study:
+    """An in-memory study with the library's NSGA-II, generation 0 seeded with the endpoints
+    and the uniform merge (as ``optuna-merge3 run`` seeds it)."""
+    sampler = create_sampler("nsga2", n_objectives=n_objectives, seed=seed,
+                             population_size=population)
+    study = optuna.create_study(directions=["maximize"] * n_objectives, sampler=sampler)
+    seeds = {f"endpoint:{n}": world.space.endpoint_params(n) for n in world.setup.endpoint_names}
+    seeds["uniform"] = world.space.uniform_params()
+    seed_population(study, seeds)
+    return study
+
+
 def run_search(world: World, variant: Variant, task_names: list[str], seed: int,
                n_trials: int, population: int, subsets: dict) -> RunResult:
     """One NSGA-II search with ``variant``'s fitness; the incumbent's truth traced per generation."""
     setups = [world.tasks[t] for t in task_names]
-    sampler = create_sampler("nsga2", n_objectives=len(task_names), seed=seed,
-                             population_size=population)
-    study = optuna.create_study(directions=["maximize"] * len(task_names), sampler=sampler)
-    seeds = {f"endpoint:{n}": world.space.endpoint_params(n) for n in world.setup.endpoint_names}
-    seeds["uniform"] = world.space.uniform_params()
-    seed_population(study, seeds)
+    study = seeded_study(world, len(task_names), seed, population)
     items_per_trial = sum(world.n_items(t) if variant.n_items is None else variant.n_items
                           for t in task_names)
     single = len(task_names) == 1

@@ -43,7 +43,6 @@ from optuna.trial import TrialState
 
 from optuna_merge3 import irt
 from optuna_merge3.objective import genotype_seed
-from optuna_merge3.study import create_sampler, seed_population
 from optuna_merge3.workers import claim_genotype
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -64,10 +63,7 @@ def search(world: H.World, estimator: str, seed: int, fixed: irt.Subset | None,
            n_trials: int = 48) -> optuna.Study:
     """One NSGA-II search; ``fixed`` None draws a fresh 20-item subset per genotype."""
     setup, n_all = world.tasks[TASK], world.n_items(TASK)
-    study = optuna.create_study(direction="maximize", sampler=create_sampler(
-        "nsga2", n_objectives=1, seed=seed, population_size=8))
-    seeds = {f"endpoint:{n}": world.space.endpoint_params(n) for n in world.setup.endpoint_names}
-    seed_population(study, {**seeds, "uniform": world.space.uniform_params()})
+    study = H.seeded_study(world, 1, seed, population=8)
 
     def objective(trial: optuna.Trial) -> float:
         params = world.space.suggest(trial)
