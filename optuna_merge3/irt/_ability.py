@@ -147,7 +147,8 @@ def ability_hessian(alpha: np.ndarray, beta: np.ndarray, gamma: np.ndarray,
 
 
 def ability_covariances(params: IRTParams, abilities: np.ndarray, responses: np.ndarray,
-                         prior_std: float | None = None) -> np.ndarray:
+                         prior_std: float | None = None, *, name: str = "responses"
+                         ) -> np.ndarray:
     """Laplace covariances H_j^-1 of abilities fitted by :func:`fit_ability` on ``responses``.
 
     Args:
@@ -155,6 +156,7 @@ def ability_covariances(params: IRTParams, abilities: np.ndarray, responses: np.
         abilities: (m, d) the MAP abilities.
         responses: (m, n_items) the answers they were fitted on (NaN = not observed).
         prior_std: the prior of the fit (None = the population prior, as fit_ability).
+        name: what the caller calls ``responses``, for the error message.
 
     Returns:
         (m, d, d): the inverse Hessian of each model's negative log-posterior at its ability.
@@ -162,7 +164,7 @@ def ability_covariances(params: IRTParams, abilities: np.ndarray, responses: np.
     gam = np.atleast_2d(np.asarray(abilities, dtype=float))
     resp = np.atleast_2d(np.asarray(responses, dtype=float))
     if resp.shape != (gam.shape[0], params.n_items):
-        raise ValueError(f"responses must be ({gam.shape[0]}, {params.n_items}), got {resp.shape}")
+        raise ValueError(f"{name} must be ({gam.shape[0]}, {params.n_items}), got {resp.shape}")
     prec = ability_prior(params, prior_std)[1]
     return np.stack([np.linalg.inv(ability_hessian(params.alpha[seen], params.beta[seen], g, prec))
                      for g, seen in zip(gam, ~np.isnan(resp), strict=True)])

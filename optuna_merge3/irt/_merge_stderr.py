@@ -59,9 +59,4 @@ def endpoint_covariances(
     """The endpoints' ability covariances from their answers (None: no answers given)."""
     if responses is None:
         return None
-    resp = np.atleast_2d(np.asarray(responses, dtype=float))
-    if resp.shape != (ends.shape[0], params.n_items):
-        raise ValueError(
-            f"endpoint_responses must be ({ends.shape[0]}, {params.n_items}), got {resp.shape}"
-        )
-    return ability_covariances(params, ends, resp)
+    return ability_covariances(params, ends, responses, name="endpoint_responses")
